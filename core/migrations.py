@@ -1,0 +1,187 @@
+"""Append-only list of named schema migrations.
+
+Each migration is a name and a list of DDL statements. `core.store.Store.migrate` applies the
+ones not yet recorded in `schema_migrations`, each in its own transaction. Never edit or
+reorder a migration that has shipped: add a new one. Tests build a blank database and a
+database stopped at every earlier migration, and check both reach the same schema.
+
+The DDL lives here (not in store.py) because it is data about the schema's history, not a
+query; store.py remains the only module that talks to DuckDB.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "0001_initial",
+        [
+            """
+            CREATE TABLE datasets (
+                id          VARCHAR PRIMARY KEY,   -- content hash of the name
+                name        VARCHAR NOT NULL UNIQUE,
+                kind        VARCHAR NOT NULL,      -- pairs | prompts | preference | corpus | mixed
+                description VARCHAR,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE imports (
+                id                VARCHAR PRIMARY KEY,
+                dataset_id        VARCHAR NOT NULL,
+                source_file       VARCHAR NOT NULL,
+                file_sha256       VARCHAR NOT NULL,
+                format            VARCHAR NOT NULL,
+                n_records         INTEGER NOT NULL,
+                n_new             INTEGER NOT NULL,   -- new instructions or documents
+                n_new_responses   INTEGER NOT NULL,
+                n_duplicates      INTEGER NOT NULL,
+                n_rejected        INTEGER NOT NULL,
+                created_at        TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE instructions (
+                id          VARCHAR PRIMARY KEY,   -- hash(dataset, system, history, text, input)
+                dataset_id  VARCHAR NOT NULL,
+                text        VARCHAR NOT NULL,
+                input       VARCHAR NOT NULL DEFAULT '',
+                system      VARCHAR,
+                history     JSON,                  -- earlier chat turns for multi-turn samples
+                task        VARCHAR,
+                category    VARCHAR,
+                n_chars     INTEGER NOT NULL,
+                source_file VARCHAR,
+                source_line INTEGER,
+                round       INTEGER NOT NULL DEFAULT 0,
+                method      VARCHAR NOT NULL DEFAULT 'import',
+                model       VARCHAR,
+                parent_id   VARCHAR,
+                meta        JSON,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE responses (
+                id             VARCHAR PRIMARY KEY,   -- hash(instruction, role, model, text)
+                instruction_id VARCHAR NOT NULL,
+                role           VARCHAR NOT NULL,      -- seed | teacher | student | revision | chosen | rejected | ...
+                text           VARCHAR NOT NULL,
+                n_chars        INTEGER NOT NULL,
+                model          VARCHAR,
+                source_file    VARCHAR,
+                source_line    INTEGER,
+                round          INTEGER NOT NULL DEFAULT 0,
+                method         VARCHAR NOT NULL DEFAULT 'import',
+                parent_id      VARCHAR,
+                template_hash  VARCHAR,
+                params         JSON,
+                meta           JSON,
+                created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE preference_pairs (
+                id             VARCHAR PRIMARY KEY,   -- hash(chosen, rejected)
+                instruction_id VARCHAR NOT NULL,
+                chosen_id      VARCHAR NOT NULL,
+                rejected_id    VARCHAR NOT NULL,
+                source_file    VARCHAR,
+                source_line    INTEGER,
+                round          INTEGER NOT NULL DEFAULT 0,
+                method         VARCHAR NOT NULL DEFAULT 'import',
+                created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE documents (
+                id          VARCHAR PRIMARY KEY,   -- hash(dataset, normalised text)
+                dataset_id  VARCHAR NOT NULL,
+                text        VARCHAR NOT NULL,
+                title       VARCHAR,
+                n_chars     INTEGER NOT NULL,
+                source_file VARCHAR,
+                source_line INTEGER,
+                segment     INTEGER,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE judgments (
+                id            VARCHAR PRIMARY KEY,
+                target_kind   VARCHAR NOT NULL,    -- response | pair | list
+                target_id     VARCHAR NOT NULL,
+                judge_model   VARCHAR NOT NULL,
+                rubric        VARCHAR NOT NULL,
+                kind          VARCHAR NOT NULL,    -- pointwise | pairwise | listwise
+                score         DOUBLE,              -- NULL when the verdict did not parse, never 0
+                scale_max     INTEGER,
+                raw           VARCHAR NOT NULL,
+                parse_error   VARCHAR,
+                rationale     VARCHAR,
+                round         INTEGER NOT NULL DEFAULT 0,
+                template_hash VARCHAR,
+                params        JSON,
+                created_at    TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE reviews (
+                id          VARCHAR PRIMARY KEY,
+                target_kind VARCHAR NOT NULL CHECK (target_kind IN ('instruction', 'response', 'document')),
+                target_id   VARCHAR NOT NULL,
+                decision    VARCHAR CHECK (decision IN ('accept', 'reject')),
+                edited_text VARCHAR,
+                note        VARCHAR,
+                reviewer    VARCHAR,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE import_rejects (
+                id          VARCHAR PRIMARY KEY,
+                import_id   VARCHAR NOT NULL,
+                dataset_id  VARCHAR NOT NULL,
+                source_file VARCHAR NOT NULL,
+                line        INTEGER,
+                reason      VARCHAR NOT NULL,
+                excerpt     VARCHAR,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ],
+    ),
+    (
+        "0002_review_views",
+        [
+            # The current human verdict on each target is its latest decision; edits likewise.
+            """
+            CREATE VIEW target_decisions AS
+            SELECT target_id, arg_max(decision, created_at) AS decision
+            FROM reviews WHERE decision IS NOT NULL GROUP BY target_id
+            """,
+            """
+            CREATE VIEW latest_edits AS
+            SELECT target_id, arg_max(edited_text, created_at) AS edited_text
+            FROM reviews WHERE edited_text IS NOT NULL GROUP BY target_id
+            """,
+            # An instruction's verdict is the latest decision on it or on any of its responses.
+            """
+            CREATE VIEW instruction_decisions AS
+            SELECT coalesce(res.instruction_id, v.target_id) AS instruction_id,
+                   arg_max(v.decision, v.created_at) AS decision
+            FROM reviews v LEFT JOIN responses res ON res.id = v.target_id
+            WHERE v.decision IS NOT NULL AND v.target_kind IN ('instruction', 'response')
+            GROUP BY ALL
+            """,
+        ],
+    ),
+    (
+        "0003_lookup_indexes",
+        [
+            # ART indexes for the point lookups of the sample view; range scans rely on zone maps.
+            "CREATE INDEX responses_by_instruction ON responses (instruction_id)",
+            "CREATE INDEX reviews_by_target ON reviews (target_id)",
+            "CREATE INDEX judgments_by_target ON judgments (target_id)",
+        ],
+    ),
+]

@@ -1,0 +1,548 @@
+"""The only module that talks to DuckDB.
+
+Every statement is a named constant with `?` bind parameters. Dynamic filters are built by
+joining named fragments from `EXPLORE_FILTERS` with AND; user values never enter SQL text.
+
+Concurrency (DESIGN.md §3): DuckDB allows one read-write process per file. A `Store` is that
+process's single connection; each thread gets its own cursor, and writes are serialised by one
+lock so two threads never race a transaction. Another process that tries to open the file gets
+`WorkspaceBusy`, never DuckDB's raw lock error.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from core.migrations import MIGRATIONS
+
+
+class WorkspaceBusy(RuntimeError):
+    """The catalog is held read-write by another process (the app, a CLI command, a job ingester)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        self.path = path
+        self.pid = pid
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"The workspace catalog {path} is open in {who} (probably the Winnow app). "
+            "Stop that process, or run the command while the app is running so it is handed to the app."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Migrations
+# --------------------------------------------------------------------------------------------
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name       VARCHAR PRIMARY KEY,
+    applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+)
+"""
+SELECT_APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY name"
+INSERT_MIGRATION = "INSERT INTO schema_migrations (name) VALUES (?)"
+SELECT_SCHEMA = """
+SELECT table_name, column_name, data_type, is_nullable
+FROM information_schema.columns
+WHERE table_schema = 'main'
+ORDER BY table_name, ordinal_position
+"""
+
+# --------------------------------------------------------------------------------------------
+# Datasets, imports and rejects
+# --------------------------------------------------------------------------------------------
+
+SELECT_DATASET_BY_NAME = "SELECT id, name, kind FROM datasets WHERE name = ?"
+INSERT_DATASET = "INSERT INTO datasets (id, name, kind, description) VALUES (?, ?, ?, ?)"
+UPDATE_DATASET_KIND = "UPDATE datasets SET kind = ? WHERE id = ?"
+SELECT_DATASETS_WITH_COUNTS = """
+SELECT d.name, d.kind,
+       coalesce(i.n, 0) AS instructions,
+       coalesce(r.n, 0) AS responses,
+       coalesce(doc.n, 0) AS documents,
+       coalesce(rej.n, 0) AS rejected_rows,
+       d.created_at
+FROM datasets d
+LEFT JOIN (SELECT dataset_id, count(*) AS n FROM instructions GROUP BY ALL) i ON i.dataset_id = d.id
+LEFT JOIN (SELECT ins.dataset_id, count(*) AS n FROM responses res
+           JOIN instructions ins ON ins.id = res.instruction_id GROUP BY ALL) r ON r.dataset_id = d.id
+LEFT JOIN (SELECT dataset_id, count(*) AS n FROM documents GROUP BY ALL) doc ON doc.dataset_id = d.id
+LEFT JOIN (SELECT dataset_id, count(*) AS n FROM import_rejects GROUP BY ALL) rej ON rej.dataset_id = d.id
+ORDER BY d.created_at, d.name
+"""
+INSERT_IMPORT = """
+INSERT INTO imports (id, dataset_id, source_file, file_sha256, format, n_records, n_new,
+                     n_new_responses, n_duplicates, n_rejected)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SELECT_IMPORTS = """
+SELECT m.created_at, d.name AS dataset, m.source_file, m.format, m.n_records, m.n_new,
+       m.n_new_responses, m.n_duplicates, m.n_rejected
+FROM imports m JOIN datasets d ON d.id = m.dataset_id
+ORDER BY m.created_at DESC
+LIMIT ?
+"""
+SELECT_REJECTS = """
+SELECT d.name AS dataset, r.source_file, r.line, r.reason, r.excerpt, r.created_at
+FROM import_rejects r JOIN datasets d ON d.id = r.dataset_id
+ORDER BY r.created_at DESC, r.source_file, r.line
+LIMIT ?
+"""
+
+# Batches arrive as Arrow tables registered under the fixed name `batch`.
+INSERT_INSTRUCTIONS = "INSERT OR IGNORE INTO instructions BY NAME SELECT * FROM batch"
+INSERT_RESPONSES = "INSERT OR IGNORE INTO responses BY NAME SELECT * FROM batch"
+INSERT_DOCUMENTS = "INSERT OR IGNORE INTO documents BY NAME SELECT * FROM batch"
+INSERT_PAIRS = "INSERT OR IGNORE INTO preference_pairs BY NAME SELECT * FROM batch"
+INSERT_REJECTS = "INSERT OR IGNORE INTO import_rejects BY NAME SELECT * FROM batch"
+_INSERT_BY_TABLE = {
+    "instructions": INSERT_INSTRUCTIONS,
+    "responses": INSERT_RESPONSES,
+    "documents": INSERT_DOCUMENTS,
+    "preference_pairs": INSERT_PAIRS,
+    "import_rejects": INSERT_REJECTS,
+}
+
+# --------------------------------------------------------------------------------------------
+# Stats
+# --------------------------------------------------------------------------------------------
+
+SELECT_TABLE_COUNTS = """
+SELECT (SELECT count(*) FROM datasets)         AS datasets,
+       (SELECT count(*) FROM instructions)     AS instructions,
+       (SELECT count(*) FROM responses)        AS responses,
+       (SELECT count(*) FROM preference_pairs) AS preference_pairs,
+       (SELECT count(*) FROM documents)        AS documents,
+       (SELECT count(*) FROM judgments)        AS judgments,
+       (SELECT count(*) FROM reviews)          AS reviews,
+       (SELECT count(*) FROM import_rejects)   AS import_rejects
+"""
+SELECT_ROLE_COUNTS = "SELECT role, count(*) AS responses FROM responses GROUP BY role ORDER BY responses DESC"
+SELECT_SOURCE_COUNTS = """
+SELECT coalesce(source_file, '(generated)') AS source, method, count(*) AS instructions
+FROM instructions GROUP BY ALL ORDER BY instructions DESC LIMIT ?
+"""
+SELECT_TASK_COUNTS = """
+SELECT coalesce(task, '(none)') AS task, count(*) AS instructions
+FROM instructions GROUP BY ALL ORDER BY instructions DESC
+"""
+
+# --------------------------------------------------------------------------------------------
+# Explore: filtered, paged view over instructions
+# --------------------------------------------------------------------------------------------
+
+# Each fragment is a constant; `explore_where` ANDs the ones a filter uses and collects the
+# values in the same order. A fragment with two `?` takes the same value twice.
+EXPLORE_FILTERS: dict[str, str] = {
+    "dataset_one": "i.dataset_id = ?",
+    "dataset_many": "list_contains(?, i.dataset_id)",
+    "task_one": "i.task = ?",
+    "task_many": "list_contains(?, i.task)",
+    "round_many": "list_contains(?, i.round)",
+    "source_many": "list_contains(?, i.source_file)",
+    "method_many": "list_contains(?, i.method)",
+    "role_many": "i.id IN (SELECT r.instruction_id FROM responses r WHERE list_contains(?, r.role))",
+    "min_chars": "i.n_chars >= ?",
+    "max_chars": "i.n_chars <= ?",
+    "search_instruction": "(i.text ILIKE ? ESCAPE '\\' OR i.input ILIKE ? ESCAPE '\\')",
+    "search_responses": (
+        "(i.text ILIKE ? ESCAPE '\\' OR i.input ILIKE ? ESCAPE '\\' OR i.id IN "
+        "(SELECT r.instruction_id FROM responses r WHERE r.text ILIKE ? ESCAPE '\\'))"
+    ),
+    "reviewed_accept": "i.id IN (SELECT instruction_id FROM instruction_decisions WHERE decision = 'accept')",
+    "reviewed_reject": "i.id IN (SELECT instruction_id FROM instruction_decisions WHERE decision = 'reject')",
+    "unreviewed": "i.id NOT IN (SELECT instruction_id FROM instruction_decisions)",
+}
+EXPLORE_ORDERS: dict[str, str] = {
+    # Rows of one import share created_at; the source line keeps them in file order.
+    "oldest": "i.created_at, i.source_file, i.source_line, i.id",
+    "newest": "i.created_at DESC, i.source_file DESC, i.source_line DESC, i.id",
+    "longest": "i.n_chars DESC, i.id",
+    "shortest": "i.n_chars, i.id",
+}
+EXPLORE_COUNT = "SELECT count(*) FROM instructions i WHERE {where}"
+EXPLORE_PAGE = """
+SELECT i.id, d.name AS dataset, i.task, left(i.text, 200) AS instruction, i.n_chars,
+       i.round, i.method, i.source_file, i.source_line
+FROM instructions i JOIN datasets d ON d.id = i.dataset_id
+WHERE {where}
+ORDER BY {order}
+LIMIT ? OFFSET ?
+"""
+# Per-page decorations, looked up for the page's ids only (never a join over all responses).
+PAGE_RESPONSE_SUMMARY = """
+SELECT instruction_id, count(*) AS n_responses, string_agg(DISTINCT role, ', ' ORDER BY role) AS roles
+FROM responses WHERE list_contains(?, instruction_id) GROUP BY instruction_id
+"""
+PAGE_LATEST_REVIEW = """
+SELECT instruction_id, decision AS review FROM instruction_decisions WHERE list_contains(?, instruction_id)
+"""
+EXPLORE_LENGTH_HISTOGRAM = """
+SELECT floor(i.n_chars / ?) * ? AS bin_start, count(*) AS n
+FROM instructions i WHERE {where} GROUP BY ALL ORDER BY bin_start
+"""
+SELECT_DISTINCT_TASKS = "SELECT DISTINCT task FROM instructions WHERE task IS NOT NULL ORDER BY task"
+SELECT_DISTINCT_ROLES = "SELECT DISTINCT role FROM responses ORDER BY role"
+SELECT_DISTINCT_SOURCES = (
+    "SELECT DISTINCT source_file FROM instructions WHERE source_file IS NOT NULL ORDER BY source_file LIMIT ?"
+)
+SELECT_DISTINCT_ROUNDS = "SELECT DISTINCT round FROM instructions ORDER BY round"
+SELECT_DISTINCT_METHODS = "SELECT DISTINCT method FROM instructions ORDER BY method"
+SELECT_DATASET_IDS_BY_NAMES = "SELECT id FROM datasets WHERE list_contains(?, name)"
+
+# --------------------------------------------------------------------------------------------
+# Sample detail and review
+# --------------------------------------------------------------------------------------------
+
+SELECT_INSTRUCTION = """
+SELECT i.*, d.name AS dataset FROM instructions i JOIN datasets d ON d.id = i.dataset_id WHERE i.id = ?
+"""
+SELECT_RESPONSES_FOR = """
+SELECT * FROM responses WHERE instruction_id = ? ORDER BY role, created_at, id
+"""
+SELECT_REVIEWS_FOR = """
+SELECT * FROM reviews WHERE list_contains(?, target_id) ORDER BY created_at DESC, id
+"""
+SELECT_JUDGMENTS_FOR = """
+SELECT * FROM judgments WHERE list_contains(?, target_id) ORDER BY created_at DESC, id
+"""
+SELECT_PAIRS_FOR = "SELECT * FROM preference_pairs WHERE instruction_id = ? ORDER BY created_at, id"
+INSERT_REVIEW = """
+INSERT INTO reviews (id, target_kind, target_id, decision, edited_text, note, reviewer)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+SELECT_TARGET_EXISTS = """
+SELECT (SELECT count(*) FROM instructions WHERE id = ?) + (SELECT count(*) FROM responses WHERE id = ?)
+     + (SELECT count(*) FROM documents WHERE id = ?)
+"""
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+# Latest edit of a response (a review with edited_text) replaces its text on export.
+EXPORT_PAIRS = """
+WITH sel AS (SELECT i.* FROM instructions i WHERE {where})
+SELECT sel.id AS instruction_id, sel.text AS instruction, sel.input, sel.system, sel.history, sel.task,
+       r.id AS response_id, r.role, coalesce(e.edited_text, r.text) AS output
+FROM sel JOIN responses r ON r.instruction_id = sel.id
+LEFT JOIN latest_edits e ON e.target_id = r.id
+LEFT JOIN target_decisions dr ON dr.target_id = r.id
+LEFT JOIN target_decisions di ON di.target_id = sel.id
+WHERE list_contains(?, r.role)
+  AND (NOT ? OR (coalesce(dr.decision, '') <> 'reject' AND coalesce(di.decision, '') <> 'reject'))
+ORDER BY sel.created_at, sel.source_file, sel.source_line, sel.id, r.role, r.id
+"""
+EXPORT_PROMPTS = """
+WITH sel AS (SELECT i.* FROM instructions i WHERE {where})
+SELECT sel.id AS instruction_id, sel.text AS instruction, sel.input, sel.system, sel.history, sel.task
+FROM sel ORDER BY sel.created_at, sel.source_file, sel.source_line, sel.id
+"""
+EXPORT_PREFERENCES = """
+WITH sel AS (SELECT i.* FROM instructions i WHERE {where})
+SELECT sel.id AS instruction_id, sel.text AS instruction, sel.input, sel.system, sel.history, sel.task,
+       coalesce(ec.edited_text, c.text) AS chosen, coalesce(er.edited_text, r.text) AS rejected
+FROM sel JOIN preference_pairs p ON p.instruction_id = sel.id
+JOIN responses c ON c.id = p.chosen_id
+JOIN responses r ON r.id = p.rejected_id
+LEFT JOIN latest_edits ec ON ec.target_id = c.id
+LEFT JOIN latest_edits er ON er.target_id = r.id
+ORDER BY sel.created_at, sel.source_file, sel.source_line, sel.id, p.created_at, p.id
+"""
+
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+def like_pattern(text: str) -> str:
+    """A case-insensitive substring pattern for ILIKE ... ESCAPE '\\' that matches `text` literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@dataclass
+class ExploreFilter:
+    """What the Explore page (and export) selects. Empty lists and None mean 'no constraint'."""
+
+    datasets: list[str] = field(default_factory=list)  # dataset names
+    tasks: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    min_chars: int | None = None
+    max_chars: int | None = None
+    search: str = ""
+    search_responses: bool = False
+    review: str = "any"  # any | accepted | rejected | unreviewed
+
+    def __post_init__(self) -> None:
+        if self.review not in ("any", "accepted", "rejected", "unreviewed"):
+            raise ValueError(f"review must be any, accepted, rejected or unreviewed, not {self.review!r}")
+        if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars {self.min_chars} is above max_chars {self.max_chars}")
+
+
+class Store:
+    """One DuckDB connection for this process; a cursor per thread; serialised writes."""
+
+    def __init__(self, path: Path | str, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "lock" not in message.lower():
+                raise
+            match = _LOCK_PID.search(message)
+            raise WorkspaceBusy(self.path, int(match.group(1)) if match else None) from None
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+
+    # -- connection plumbing ------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction; only one runs at a time in this process."""
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _rows(self, sql: str, params: list | tuple = ()) -> list[tuple]:
+        return self.cursor().execute(sql, list(params)).fetchall()
+
+    def _df(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+        return self.cursor().execute(sql, list(params)).df()
+
+    def _dicts(self, sql: str, params: list | tuple = ()) -> list[dict[str, Any]]:
+        cur = self.cursor().execute(sql, list(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    # -- migrations ---------------------------------------------------------------------------
+
+    def applied_migrations(self) -> list[str]:
+        self.cursor().execute(CREATE_MIGRATIONS_TABLE)
+        return [r[0] for r in self._rows(SELECT_APPLIED_MIGRATIONS)]
+
+    def migrate(self, upto: str | None = None) -> list[str]:
+        """Apply pending migrations in order (up to and including `upto`); return their names."""
+        done = set(self.applied_migrations())
+        applied = []
+        for name, statements in MIGRATIONS:
+            if name not in done:
+                with self.transaction() as cur:
+                    for statement in statements:
+                        cur.execute(statement)
+                    cur.execute(INSERT_MIGRATION, [name])
+                applied.append(name)
+            if name == upto:
+                break
+        return applied
+
+    def schema(self) -> list[tuple]:
+        return self._rows(SELECT_SCHEMA)
+
+    # -- datasets and imports -----------------------------------------------------------------
+
+    def dataset(self, name: str) -> dict | None:
+        rows = self._dicts(SELECT_DATASET_BY_NAME, [name])
+        return rows[0] if rows else None
+
+    def ensure_dataset(self, cur, dataset_id: str, name: str, kind: str, description: str | None = None) -> None:
+        rows = cur.execute(SELECT_DATASET_BY_NAME, [name]).fetchall()
+        row = rows[0] if rows else None
+        if row is None:
+            cur.execute(INSERT_DATASET, [dataset_id, name, kind, description])
+        elif row[2] != kind and row[2] != "mixed":
+            cur.execute(UPDATE_DATASET_KIND, ["mixed", row[0]])
+
+    def datasets(self) -> pd.DataFrame:
+        return self._df(SELECT_DATASETS_WITH_COUNTS)
+
+    def insert_batch(self, cur, table: str, batch: pa.Table) -> int:
+        """Insert an Arrow batch, skipping ids already present; returns the number of new rows."""
+        if batch.num_rows == 0:
+            return 0
+        cur.register("batch", batch)
+        try:
+            return int(cur.execute(_INSERT_BY_TABLE[table]).fetchall()[0][0])
+        finally:
+            cur.unregister("batch")
+
+    def record_import(self, cur, values: list) -> None:
+        cur.execute(INSERT_IMPORT, values)
+
+    def imports(self, limit: int = 100) -> pd.DataFrame:
+        return self._df(SELECT_IMPORTS, [limit])
+
+    def rejects(self, limit: int = 500) -> pd.DataFrame:
+        return self._df(SELECT_REJECTS, [limit])
+
+    # -- stats --------------------------------------------------------------------------------
+
+    def table_counts(self) -> dict[str, int]:
+        return self._dicts(SELECT_TABLE_COUNTS)[0]
+
+    def role_counts(self) -> pd.DataFrame:
+        return self._df(SELECT_ROLE_COUNTS)
+
+    def source_counts(self, limit: int = 50) -> pd.DataFrame:
+        return self._df(SELECT_SOURCE_COUNTS, [limit])
+
+    def task_counts(self) -> pd.DataFrame:
+        return self._df(SELECT_TASK_COUNTS)
+
+    # -- explore ------------------------------------------------------------------------------
+
+    def explore_where(self, f: ExploreFilter) -> tuple[str, list]:
+        """AND the constant fragments this filter needs; return (where clause, bind values)."""
+        parts: list[str] = []
+        values: list = []
+
+        def add(fragment: str, *vals) -> None:
+            parts.append(EXPLORE_FILTERS[fragment])
+            values.extend(vals)
+
+        if f.datasets:
+            ids = [r[0] for r in self._rows(SELECT_DATASET_IDS_BY_NAMES, [list(f.datasets)])]
+            if len(ids) == 1:
+                add("dataset_one", ids[0])
+            else:
+                add("dataset_many", ids)  # an unknown name gives an empty list: nothing matches
+        if f.tasks:
+            if len(f.tasks) == 1:
+                add("task_one", f.tasks[0])
+            else:
+                add("task_many", list(f.tasks))
+        if f.rounds:
+            add("round_many", [int(r) for r in f.rounds])
+        if f.sources:
+            add("source_many", list(f.sources))
+        if f.methods:
+            add("method_many", list(f.methods))
+        if f.roles:
+            add("role_many", list(f.roles))
+        if f.min_chars is not None:
+            add("min_chars", int(f.min_chars))
+        if f.max_chars is not None:
+            add("max_chars", int(f.max_chars))
+        if f.search.strip():
+            pattern = like_pattern(f.search.strip())
+            if f.search_responses:
+                add("search_responses", pattern, pattern, pattern)
+            else:
+                add("search_instruction", pattern, pattern)
+        if f.review == "accepted":
+            add("reviewed_accept")
+        elif f.review == "rejected":
+            add("reviewed_reject")
+        elif f.review == "unreviewed":
+            add("unreviewed")
+        return (" AND ".join(parts) if parts else "TRUE"), values
+
+    def explore_count(self, f: ExploreFilter) -> int:
+        where, values = self.explore_where(f)
+        sql = EXPLORE_COUNT.format(where=where)
+        return int(self._rows(sql, values)[0][0])
+
+    def explore_page(self, f: ExploreFilter, limit: int = 50, offset: int = 0, order: str = "oldest") -> pd.DataFrame:
+        if order not in EXPLORE_ORDERS:
+            raise ValueError(f"order must be one of {sorted(EXPLORE_ORDERS)}, not {order!r}")
+        if not 1 <= limit <= 500:
+            raise ValueError(f"page size must be between 1 and 500, not {limit}")
+        where, values = self.explore_where(f)
+        sql = EXPLORE_PAGE.format(where=where, order=EXPLORE_ORDERS[order])
+        page = self._df(sql, values + [int(limit), int(max(offset, 0))])
+        ids = page["id"].tolist()
+        if not ids:
+            page["n_responses"], page["roles"], page["review"] = [], [], []
+            return page
+        summary = self._df(PAGE_RESPONSE_SUMMARY, [ids]).set_index("instruction_id")
+        reviews = self._df(PAGE_LATEST_REVIEW, [ids]).set_index("instruction_id")
+        page["n_responses"] = page["id"].map(summary["n_responses"]).fillna(0).astype(int)
+        page["roles"] = page["id"].map(summary["roles"]).fillna("")
+        page["review"] = page["id"].map(reviews["review"]).fillna("")
+        return page
+
+    def length_histogram(self, f: ExploreFilter, bin_width: int) -> pd.DataFrame:
+        where, values = self.explore_where(f)
+        sql = EXPLORE_LENGTH_HISTOGRAM.format(where=where)
+        return self._df(sql, [int(bin_width), int(bin_width)] + values)
+
+    def filter_options(self, source_limit: int = 200) -> dict[str, list]:
+        return {
+            "datasets": [r[0] for r in self._rows("SELECT name FROM datasets ORDER BY name")],
+            "tasks": [r[0] for r in self._rows(SELECT_DISTINCT_TASKS)],
+            "roles": [r[0] for r in self._rows(SELECT_DISTINCT_ROLES)],
+            "sources": [r[0] for r in self._rows(SELECT_DISTINCT_SOURCES, [source_limit])],
+            "rounds": [r[0] for r in self._rows(SELECT_DISTINCT_ROUNDS)],
+            "methods": [r[0] for r in self._rows(SELECT_DISTINCT_METHODS)],
+        }
+
+    # -- sample detail and review -------------------------------------------------------------
+
+    def instruction(self, instruction_id: str) -> dict | None:
+        rows = self._dicts(SELECT_INSTRUCTION, [instruction_id])
+        return rows[0] if rows else None
+
+    def responses_for(self, instruction_id: str) -> list[dict]:
+        return self._dicts(SELECT_RESPONSES_FOR, [instruction_id])
+
+    def pairs_for(self, instruction_id: str) -> list[dict]:
+        return self._dicts(SELECT_PAIRS_FOR, [instruction_id])
+
+    def reviews_for(self, target_ids: list[str]) -> list[dict]:
+        return self._dicts(SELECT_REVIEWS_FOR, [list(target_ids)])
+
+    def judgments_for(self, target_ids: list[str]) -> list[dict]:
+        return self._dicts(SELECT_JUDGMENTS_FOR, [list(target_ids)])
+
+    def target_exists(self, target_id: str) -> bool:
+        return bool(self._rows(SELECT_TARGET_EXISTS, [target_id] * 3)[0][0])
+
+    def insert_review(self, values: list) -> None:
+        with self.transaction() as cur:
+            cur.execute(INSERT_REVIEW, values)
+
+    # -- export -------------------------------------------------------------------------------
+
+    def export_pairs(self, f: ExploreFilter, roles: list[str], exclude_rejected: bool) -> pd.DataFrame:
+        where, values = self.explore_where(f)
+        sql = EXPORT_PAIRS.format(where=where)
+        return self._df(sql, values + [list(roles), bool(exclude_rejected)])
+
+    def export_prompts(self, f: ExploreFilter) -> pd.DataFrame:
+        where, values = self.explore_where(f)
+        return self._df(EXPORT_PROMPTS.format(where=where), values)
+
+    def export_preferences(self, f: ExploreFilter) -> pd.DataFrame:
+        where, values = self.explore_where(f)
+        return self._df(EXPORT_PREFERENCES.format(where=where), values)

@@ -1,0 +1,177 @@
+"""A workspace: one folder, one DuckDB catalog, and the single Python API that pages and CLI use.
+
+    workspace/
+      winnow.duckdb   catalog: datasets, samples, judgments, reviews, rejects
+      runs/           job inputs, shards, logs (and uploads waiting to be imported)
+      models/         checkpoints
+      exports/        files written by export
+      requests/       work handed to the process that owns the catalog (see core.owner)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core import export as export_mod
+from core import ingest
+from core.ids import content_id
+from core.store import ExploreFilter, Store, WorkspaceBusy
+
+CATALOG = "winnow.duckdb"
+DEFAULT_WORKSPACE = "workspace"
+SUBDIRS = ("runs", "models", "exports", "requests")
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,99}$")
+REVIEW_DECISIONS = ("accept", "reject", None)
+
+__all__ = ["Workspace", "WorkspaceBusy", "ExploreFilter", "resolve_workspace_path"]
+
+
+def resolve_workspace_path(path: str | Path | None = None) -> Path:
+    """--workspace wins, then $WINNOW_WORKSPACE, then ./workspace."""
+    return Path(path or os.environ.get("WINNOW_WORKSPACE") or DEFAULT_WORKSPACE).expanduser()
+
+
+def check_dataset_name(name: str) -> str:
+    name = (name or "").strip()
+    if not DATASET_NAME.match(name):
+        raise ValueError(f"dataset name {name!r} is invalid: use 1–100 letters, digits, spaces, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+class Workspace:
+    def __init__(self, root: str | Path | None = None, create: bool = True):
+        self.root = resolve_workspace_path(root)
+        if not create and not (self.root / CATALOG).exists():
+            raise FileNotFoundError(f"no Winnow workspace at {self.root} (run `winnow init` first)")
+        for sub in SUBDIRS:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.root / CATALOG)
+        self.store.migrate()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def uploads_dir(self) -> Path:
+        path = self.root / "runs" / "uploads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- import -------------------------------------------------------------------------------
+
+    def check_import(self, paths: list[str | Path], fmt: str | None = None, role: str = "seed",
+                     corpus: ingest.CorpusOptions | None = None) -> list[ingest.FileCheck]:
+        """Validate files without writing anything (the Import page's preview)."""
+        return ingest.check_paths(paths, fmt, role, corpus)
+
+    def import_paths(self, paths: list[str | Path], dataset: str, fmt: str | None = None,
+                     skip_invalid: bool = False, role: str = "seed",
+                     corpus: ingest.CorpusOptions | None = None,
+                     checks: list[ingest.FileCheck] | None = None) -> ingest.ImportSummary:
+        """Import files into a dataset. Raises ImportRejected (nothing written) on invalid input
+        unless skip_invalid, in which case valid rows go in and rejects are recorded."""
+        dataset = check_dataset_name(dataset)
+        if not role or not re.match(r"^[a-z][a-z0-9_]{0,31}$", role):
+            raise ValueError(f"role {role!r} is invalid: use lowercase letters, digits and '_'")
+        if checks is None:
+            checks = self.check_import(paths, fmt, role, corpus)
+        fatal = [c for c in checks if c.fatal]
+        if fatal or (not skip_invalid and any(not c.ok for c in checks)):
+            raise ingest.ImportRejected(ingest.rejection_message(checks))
+        if sum(c.n_valid for c in checks) == 0:
+            raise ingest.ImportRejected("the input holds no valid record or passage; nothing was imported")
+        return ingest.write_checks(self.store, dataset, checks)
+
+    # -- export -------------------------------------------------------------------------------
+
+    def export(self, fmt: str, out: str | Path | None = None, selection: ExploreFilter | None = None,
+               roles: list[str] | None = None, exclude_rejected: bool = False,
+               file_type: str = "jsonl") -> export_mod.ExportResult:
+        if out is None:
+            out = self.exports_dir / f"{fmt}.{file_type}"
+        return export_mod.export(self.store, fmt, Path(out), selection, roles, exclude_rejected,
+                                 file_type=file_type if Path(out).suffix != ".parquet" else "parquet")
+
+    def export_records(self, fmt: str, selection: ExploreFilter | None = None, roles: list[str] | None = None,
+                       exclude_rejected: bool = False) -> list[dict]:
+        return export_mod.build_records(self.store, fmt, selection or ExploreFilter(), roles, exclude_rejected)
+
+    # -- overview -----------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        counts = self.store.table_counts()
+        datasets = self.store.datasets()
+        counts["per_dataset"] = [
+            {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+            for row in datasets.to_dict("records")
+        ]
+        counts["per_role"] = self.store.role_counts().to_dict("records")
+        counts["workspace"] = str(self.root)
+        return counts
+
+    # -- explore and review -------------------------------------------------------------------
+
+    def explore_count(self, selection: ExploreFilter) -> int:
+        return self.store.explore_count(selection)
+
+    def explore_page(self, selection: ExploreFilter, page: int = 0, page_size: int = 50, order: str = "oldest"):
+        return self.store.explore_page(selection, limit=page_size, offset=page * page_size, order=order)
+
+    def sample(self, instruction_id: str) -> dict | None:
+        """Everything about one instruction: text, responses, pairs, reviews, judgments, lineage."""
+        ins = self.store.instruction(instruction_id)
+        if ins is None:
+            return None
+        responses = self.store.responses_for(instruction_id)
+        ids = [instruction_id] + [r["id"] for r in responses]
+        return {
+            "instruction": ins,
+            "responses": responses,
+            "pairs": self.store.pairs_for(instruction_id),
+            "reviews": self.store.reviews_for(ids),
+            "judgments": self.store.judgments_for(ids),
+        }
+
+    def review(self, target_id: str, decision: str | None = None, edited_text: str | None = None,
+               note: str | None = None, target_kind: str = "response", reviewer: str | None = None) -> str:
+        """Record a human review. Reviews are append-only: the latest one is the current verdict."""
+        if decision not in REVIEW_DECISIONS:
+            raise ValueError(f"decision must be accept, reject or empty, not {decision!r}")
+        edited_text = edited_text if edited_text and edited_text.strip() else None
+        note = note.strip() if note and note.strip() else None
+        if decision is None and edited_text is None and note is None:
+            raise ValueError("a review needs a decision, an edit or a note")
+        if not self.store.target_exists(target_id):
+            raise ValueError(f"no instruction, response or document with id {target_id!r}")
+        review_id = content_id("review", target_id, datetime.now(timezone.utc).isoformat(), decision or "",
+                               edited_text or "", note or "")
+        self.store.insert_review([review_id, target_kind, target_id, decision, edited_text, note, reviewer])
+        return review_id
+
+    def rejects(self, limit: int = 500):
+        return self.store.rejects(limit)
+
+    def imports(self, limit: int = 100):
+        return self.store.imports(limit)
+
+    def filter_options(self) -> dict:
+        return self.store.filter_options()
+
+
+def summary_dict(summary: ingest.ImportSummary) -> dict:
+    return asdict(summary) | {"new": summary.n_new, "rejected": summary.n_rejected}
