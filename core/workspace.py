@@ -132,6 +132,12 @@ class Workspace:
     def explore_page(self, selection: ExploreFilter, page: int = 0, page_size: int = 50, order: str = "oldest"):
         return self.store.explore_page(selection, limit=page_size, offset=page * page_size, order=order)
 
+    def length_histogram(self, selection: ExploreFilter, bin_width: int = 100):
+        """Instruction lengths of the selection in bins of `bin_width` characters (bin_start, n)."""
+        if bin_width < 1:
+            raise ValueError(f"bin_width must be positive, not {bin_width}")
+        return self.store.length_histogram(selection, bin_width)
+
     def sample(self, instruction_id: str) -> dict | None:
         """Everything about one instruction: text, responses, pairs, reviews, judgments, lineage."""
         ins = self.store.instruction(instruction_id)
