@@ -4,7 +4,7 @@ Import is two steps so that bad input never leaves half a file behind:
 
 1. `check_file` reads and validates a file and writes nothing. Every record is parsed by a pure
    function for its format; a bad record becomes a `RowError` (file, line, reason).
-2. `write_checks` writes the valid records of checked files in one transaction per file.
+2. `write_checks` writes the valid records of checked files, in the caller's transaction.
 
 By default a file with any bad record is rejected whole (`ImportRejected`); with
 `skip_invalid` the good records are imported and each bad one is stored in `import_rejects`.
@@ -182,16 +182,23 @@ def _pick(rec: dict, keys: tuple[str, ...], required: bool) -> tuple[str, str | 
     return keys[0], None
 
 
+def _check_key(key: Any) -> None:
+    if isinstance(key, str) and _SURROGATE.search(key):
+        raise RowError("a field name contains invalid UTF-8 bytes")
+
+
 def _check_no_nan(value: Any, path: str) -> None:
+    """Metadata must be storable: no NaN or infinity, no invalid UTF-8, no text over 1 MB."""
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         raise RowError(f"field '{path}' is {value}")
     if isinstance(value, dict):
         for k, v in value.items():
+            _check_key(k)
             _check_no_nan(v, f"{path}.{k}")
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_no_nan(v, f"{path}[{i}]")
-    elif isinstance(value, str) and len(value) > MAX_FIELD_BYTES // 4:
+    elif isinstance(value, str):
         check_text(path, value, required=False)
 
 
@@ -205,6 +212,7 @@ def _common(rec: dict, used: set[str]) -> dict:
             used.add(key)
     meta = {k: v for k, v in rec.items() if k not in used}
     for k, v in meta.items():
+        _check_key(k)
         _check_no_nan(v, k)
     out["meta"] = meta or None
     return out
@@ -433,17 +441,24 @@ def read_json_array(text: str) -> Iterator[tuple[int, Any]]:
 
 
 def read_csv_rows(text: str) -> Iterator[tuple[int, Any]]:
+    # The file is already in memory, so let the csv module read a cell of any size (its default
+    # limit is 128 KiB); check_text then reports a field over 1 MB as a row error.
+    if csv.field_size_limit() <= len(text):
+        csv.field_size_limit(len(text) + 1)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None:
-        return
-    line = reader.line_num + 1
-    for row in reader:
-        if None in row:  # more cells than header columns
-            yield line, RowError(f"{len(row[None])} more cells than the header's {len(reader.fieldnames)} columns")
-        else:
-            # Empty cells mean absent, as CSV has no null.
-            yield line, {k: v for k, v in row.items() if v is not None and v != ""}
+    try:
+        if reader.fieldnames is None:
+            return
         line = reader.line_num + 1
+        for row in reader:
+            if None in row:  # more cells than header columns
+                yield line, RowError(f"{len(row[None])} more cells than the header's {len(reader.fieldnames)} columns")
+            else:
+                # Empty cells mean absent, as CSV has no null.
+                yield line, {k: v for k, v in row.items() if v is not None and v != ""}
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise ImportRejected(f"line {reader.line_num}: broken CSV: {exc}") from None
 
 
 def read_parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -521,7 +536,9 @@ class _HTMLText(html.parser.HTMLParser):
             self.parts.append(data)
 
 
-_MARKUP_LINE = re.compile(r"^\s*([=\-~^*#`:.]{3,}|\.\. \w+::.*)\s*$")  # rst underlines, fences, directives
+# rst underlines, code fences, directives, and interactive-session lines (>>> and ...): markup and
+# code are not prose, and prose is what backtranslation wants.
+_MARKUP_LINE = re.compile(r"^\s*([=\-~^*#`:.]{3,}|\.\. \w+::.*|>>>.*|\.\.\.(\s.*)?)\s*$")
 
 
 def clean_text(text: str, suffix: str) -> str:
@@ -775,52 +792,94 @@ def _document_columns(check: FileCheck, dataset_id: str, source: str) -> dict:
     return docs
 
 
-def write_checks(store, dataset: str, checks: list[FileCheck], source_root: Path | None = None) -> ImportSummary:
-    """Write the valid records of each checked file, and its rejects, one transaction per file."""
+def write_checks(store, cur, dataset: str, checks: list[FileCheck]) -> list[dict]:
+    """Write the valid records of each checked file, and its rejects, in the caller's transaction."""
     dataset_id = content_id("dataset", dataset)
-    summary = ImportSummary(dataset=dataset, files=[])
+    files = []
     for check in checks:
-        source = _source_name(check.path, source_root)
-        kind = DATASET_KIND.get(check.format, "mixed")
+        source = _source_name(check.path)
+        store.ensure_dataset(cur, dataset_id, dataset, DATASET_KIND.get(check.format, "mixed"))
         import_id = content_id("import", dataset_id, check.sha256, datetime.now(timezone.utc).isoformat())
-        with store.transaction() as cur:
-            store.ensure_dataset(cur, dataset_id, dataset, kind)
-            n_new = n_new_responses = 0
-            if check.format == "corpus":
-                for table in _chunks(_document_columns(check, dataset_id, source), WRITE_CHUNK_ROWS):
-                    n_new += store.insert_batch(cur, "documents", table)
-            else:
-                ins, res, pairs = _record_columns(check, dataset_id, source)
-                for table in _chunks(ins, WRITE_CHUNK_ROWS):
-                    n_new += store.insert_batch(cur, "instructions", table)
-                for table in _chunks(res, WRITE_CHUNK_ROWS):
-                    n_new_responses += store.insert_batch(cur, "responses", table)
-                for table in _chunks(pairs, WRITE_CHUNK_ROWS):
-                    store.insert_batch(cur, "preference_pairs", table)
-            rejects = {
-                "id": [content_id(import_id, str(r.line), r.reason) for r in check.rejected],
-                "import_id": [import_id] * len(check.rejected),
-                "dataset_id": [dataset_id] * len(check.rejected),
-                "source_file": [source] * len(check.rejected),
-                "line": [r.line for r in check.rejected],
-                "reason": [r.reason for r in check.rejected],
-                "excerpt": [r.excerpt for r in check.rejected],
-            }
-            for table in _chunks(rejects, WRITE_CHUNK_ROWS):
-                store.insert_batch(cur, "import_rejects", table)
-            n_duplicates = check.n_valid - n_new if check.format == "corpus" else len(check.records) - n_new
-            store.record_import(cur, [import_id, dataset_id, source, check.sha256, check.format, check.n_read,
-                                      n_new, n_new_responses, max(n_duplicates, 0), len(check.rejected)])
-        summary.files.append({"file": source, "format": check.format, "read": check.n_read, "new": n_new,
-                              "new_responses": n_new_responses, "duplicates": max(n_duplicates, 0),
-                              "rejected": len(check.rejected)})
-    return summary
+        n_new = n_new_responses = 0
+        if check.format == "corpus":
+            for table in _chunks(_document_columns(check, dataset_id, source), WRITE_CHUNK_ROWS):
+                n_new += store.insert_batch(cur, "documents", table)
+        else:
+            ins, res, pairs = _record_columns(check, dataset_id, source)
+            for table in _chunks(ins, WRITE_CHUNK_ROWS):
+                n_new += store.insert_batch(cur, "instructions", table)
+            for table in _chunks(res, WRITE_CHUNK_ROWS):
+                n_new_responses += store.insert_batch(cur, "responses", table)
+            for table in _chunks(pairs, WRITE_CHUNK_ROWS):
+                store.insert_batch(cur, "preference_pairs", table)
+        rejects = {
+            "id": [content_id(import_id, str(r.line), r.reason) for r in check.rejected],
+            "import_id": [import_id] * len(check.rejected),
+            "dataset_id": [dataset_id] * len(check.rejected),
+            "source_file": [source] * len(check.rejected),
+            "line": [r.line for r in check.rejected],
+            "reason": [r.reason for r in check.rejected],
+            "excerpt": [r.excerpt for r in check.rejected],
+        }
+        for table in _chunks(rejects, WRITE_CHUNK_ROWS):
+            store.insert_batch(cur, "import_rejects", table)
+        files.append(_record_import(store, cur, import_id, dataset_id, source, check.sha256, check.format,
+                                    check.n_read, n_new, n_new_responses, check.n_valid, len(check.rejected)))
+    return files
 
 
-def _source_name(path: Path, root: Path | None) -> str:
+def _record_import(store, cur, import_id, dataset_id, source, sha256, fmt, n_read, n_new, n_new_responses,
+                   n_valid, n_rejected) -> dict:
+    n_duplicates = max(n_valid - n_new, 0)
+    store.record_import(cur, [import_id, dataset_id, source, sha256, fmt, n_read, n_new, n_new_responses,
+                              n_duplicates, n_rejected])
+    return {"file": source, "format": fmt, "read": n_read, "new": n_new, "new_responses": n_new_responses,
+            "duplicates": n_duplicates, "rejected": n_rejected}
+
+
+# Files at least this large go through DuckDB's bulk reader first (see core/store.py, "Bulk import").
+BULK_MIN_BYTES = 4 * 1024 * 1024
+BULK_FORMATS = (None, "alpaca", "prompts")
+BULK_KEYS = {"instruction", "input", "output", "task", "category", "system"}
+
+
+def bulk_eligible(path: Path, fmt: str | None, min_bytes: int = BULK_MIN_BYTES) -> bool:
+    return (fmt in BULK_FORMATS and path.suffix.lower() in (".jsonl", ".ndjson")
+            and path.stat().st_size >= min_bytes)
+
+
+def bulk_import_file(store, cur, path: Path, dataset: str, fmt: str | None, role: str) -> dict | None:
+    """Import a clean JSON Lines file of alpaca/prompts records in bulk, or return None (nothing
+    written) so the caller checks it line by line: any bad row, a BOM, blank lines, other keys."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf") or not data.strip():
+        return None
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    sha256 = hashlib.sha256(data).hexdigest()
+    del data
+    columns = store.bulk_stage_jsonl(cur, path)
+    if columns is None:
+        return None
+    keys = set(columns) - {"line"}
+    if "instruction" not in keys or not keys <= BULK_KEYS:
+        store.bulk_drop(cur)
+        return None
+    fmt = fmt or ("alpaca" if "output" in keys else "prompts")
+    dataset_id = content_id("dataset", dataset)
+    store.ensure_dataset(cur, dataset_id, dataset, DATASET_KIND[fmt])
+    source = _source_name(path)
+    counts = store.bulk_insert(cur, fmt, columns, n_lines, dataset_id, role, source)
+    if counts is None:
+        return None
+    import_id = content_id("import", dataset_id, sha256, datetime.now(timezone.utc).isoformat())
+    return _record_import(store, cur, import_id, dataset_id, source, sha256, fmt, n_lines, counts[0], counts[1],
+                          n_lines, 0)
+
+
+def _source_name(path: Path) -> str:
     """How lineage names a file: relative to the working directory when inside it."""
     path = path.resolve()
-    base = (root or Path.cwd()).resolve()
+    base = Path.cwd().resolve()
     try:
         return str(path.relative_to(base))
     except ValueError:

@@ -11,6 +11,9 @@ query; store.py remains the only module that talks to DuckDB.
 
 from __future__ import annotations
 
+# The sample tables (instructions, responses, documents, preference_pairs) have no PRIMARY KEY:
+# DuckDB maintains an ART index per key, which made a 1M-row import 4-5x slower. Ids are unique
+# because the single writer inserts with an anti-join on id (see core/store.py INSERT_*).
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
         "0001_initial",
@@ -41,7 +44,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
             """
             CREATE TABLE instructions (
-                id          VARCHAR PRIMARY KEY,   -- hash(dataset, system, history, text, input)
+                id          VARCHAR NOT NULL,      -- hash(dataset, system, history, text, input); unique
                 dataset_id  VARCHAR NOT NULL,
                 text        VARCHAR NOT NULL,
                 input       VARCHAR NOT NULL DEFAULT '',
@@ -62,7 +65,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
             """
             CREATE TABLE responses (
-                id             VARCHAR PRIMARY KEY,   -- hash(instruction, role, model, text)
+                id             VARCHAR NOT NULL,      -- hash(instruction, role, model, text); unique
                 instruction_id VARCHAR NOT NULL,
                 role           VARCHAR NOT NULL,      -- seed | teacher | student | revision | chosen | rejected | ...
                 text           VARCHAR NOT NULL,
@@ -81,7 +84,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
             """
             CREATE TABLE preference_pairs (
-                id             VARCHAR PRIMARY KEY,   -- hash(chosen, rejected)
+                id             VARCHAR NOT NULL,      -- hash(chosen, rejected); unique
                 instruction_id VARCHAR NOT NULL,
                 chosen_id      VARCHAR NOT NULL,
                 rejected_id    VARCHAR NOT NULL,
@@ -94,7 +97,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
             """
             CREATE TABLE documents (
-                id          VARCHAR PRIMARY KEY,   -- hash(dataset, normalised text)
+                id          VARCHAR NOT NULL,      -- hash(dataset, normalised text); unique
                 dataset_id  VARCHAR NOT NULL,
                 text        VARCHAR NOT NULL,
                 title       VARCHAR,
@@ -178,7 +181,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     (
         "0003_lookup_indexes",
         [
-            # ART indexes for the point lookups of the sample view; range scans rely on zone maps.
+            # One ART index, for the responses of a page of instructions (Explore) and of one sample:
+            # 0.5 ms instead of ~45 ms at 1M responses, for ~0.9 s more per 1M-row import.
             "CREATE INDEX responses_by_instruction ON responses (instruction_id)",
             "CREATE INDEX reviews_by_target ON reviews (target_id)",
             "CREATE INDEX judgments_by_target ON judgments (target_id)",

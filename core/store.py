@@ -99,11 +99,16 @@ ORDER BY r.created_at DESC, r.source_file, r.line
 LIMIT ?
 """
 
-# Batches arrive as Arrow tables registered under the fixed name `batch`.
-INSERT_INSTRUCTIONS = "INSERT OR IGNORE INTO instructions BY NAME SELECT * FROM batch"
-INSERT_RESPONSES = "INSERT OR IGNORE INTO responses BY NAME SELECT * FROM batch"
-INSERT_DOCUMENTS = "INSERT OR IGNORE INTO documents BY NAME SELECT * FROM batch"
-INSERT_PAIRS = "INSERT OR IGNORE INTO preference_pairs BY NAME SELECT * FROM batch"
+# Batches arrive as Arrow tables registered under the fixed name `batch`, already free of
+# duplicate ids; the anti-join skips ids already stored, which keeps re-imports idempotent.
+INSERT_INSTRUCTIONS = (
+    "INSERT INTO instructions BY NAME SELECT * FROM batch WHERE id NOT IN (SELECT id FROM instructions)"
+)
+INSERT_RESPONSES = "INSERT INTO responses BY NAME SELECT * FROM batch WHERE id NOT IN (SELECT id FROM responses)"
+INSERT_DOCUMENTS = "INSERT INTO documents BY NAME SELECT * FROM batch WHERE id NOT IN (SELECT id FROM documents)"
+INSERT_PAIRS = (
+    "INSERT INTO preference_pairs BY NAME SELECT * FROM batch WHERE id NOT IN (SELECT id FROM preference_pairs)"
+)
 INSERT_REJECTS = "INSERT OR IGNORE INTO import_rejects BY NAME SELECT * FROM batch"
 _INSERT_BY_TABLE = {
     "instructions": INSERT_INSTRUCTIONS,
@@ -112,6 +117,91 @@ _INSERT_BY_TABLE = {
     "preference_pairs": INSERT_PAIRS,
     "import_rejects": INSERT_REJECTS,
 }
+
+# --------------------------------------------------------------------------------------------
+# Bulk import of large JSON Lines files (alpaca or prompts records with the canonical keys)
+# --------------------------------------------------------------------------------------------
+# DuckDB parses, validates and hashes the file in bulk, with the same rules and the same ids
+# as core.ingest (Python's str.strip whitespace, the 1 MB field limit, sha256 content ids).
+# When any row breaks a rule, the caller falls back to the per-line Python path, which names
+# each bad line; the bulk path only ever accepts files that path would accept whole.
+
+_PY_WHITESPACE = "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(0x3001)) if c.isspace())
+BULK_MAX_FIELD_BYTES = 1024 * 1024
+
+BULK_STAGE = """
+CREATE OR REPLACE TEMP TABLE bulk_raw AS
+SELECT row_number() OVER () AS line, *
+FROM read_json(?, format = 'newline_delimited', maximum_depth = 1, sample_size = -1)
+"""
+BULK_COLUMNS = "SELECT column_name, column_type FROM (DESCRIBE bulk_raw)"
+# Optional columns absent from the file are added as NULL so one statement serves every file.
+BULK_ADD_COLUMN = {name: f"ALTER TABLE bulk_raw ADD COLUMN {name} JSON"
+                   for name in ("input", "output", "task", "category", "system")}
+# Each JSON value is unwrapped once into bulk_typed; the checks and hashes then read plain text.
+BULK_TYPED = """
+CREATE OR REPLACE TEMP TABLE bulk_typed AS
+SELECT line,
+       json_type(instruction) AS t_instruction, instruction->>'$' AS instruction,
+       json_type(output) AS t_output, output->>'$' AS output,
+       json_type(input) AS t_input, input->>'$' AS input,
+       json_type(task) AS t_task, task->>'$' AS task,
+       json_type(category) AS t_category, category->>'$' AS category,
+       json_type(system) AS t_system, system->>'$' AS system
+FROM bulk_raw
+"""
+_REQUIRED_TEXT = (
+    "(t_@COL@ = 'VARCHAR' AND strlen(@COL@) <= " + str(BULK_MAX_FIELD_BYTES)
+    + " AND regexp_matches(@COL@, '[^" + _PY_WHITESPACE + "]'))"
+)
+_OPTIONAL_TEXT = "(t_@COL@ IS NULL OR (t_@COL@ = 'VARCHAR' AND strlen(@COL@) <= " + str(BULK_MAX_FIELD_BYTES) + "))"
+BULK_COUNT_INVALID_PROMPTS = (
+    "SELECT count(*) FROM bulk_typed WHERE NOT ("
+    + " AND ".join([_REQUIRED_TEXT.replace("@COL@", "instruction")]
+                   + [_OPTIONAL_TEXT.replace("@COL@", c) for c in ("input", "task", "category", "system")])
+    + ") OR t_output IS NOT NULL"
+)
+BULK_COUNT_INVALID_ALPACA = (
+    "SELECT count(*) FROM bulk_typed WHERE NOT ("
+    + " AND ".join([_REQUIRED_TEXT.replace("@COL@", "instruction"), _REQUIRED_TEXT.replace("@COL@", "output")]
+                   + [_OPTIONAL_TEXT.replace("@COL@", c) for c in ("input", "task", "category", "system")])
+    + ")"
+)
+_STRIP = "nullif(regexp_replace(@COL@, '^[" + _PY_WHITESPACE + "]+|[" + _PY_WHITESPACE + "]+$', '', 'g'), '')"
+# Bind order: dataset_id (for the id hash), role (for response ids).
+BULK_ROWS = """
+CREATE OR REPLACE TEMP TABLE bulk_rows AS
+WITH typed AS (
+    SELECT line, instruction AS text, coalesce(input, '') AS input, output,
+           """ + _STRIP.replace("@COL@", "system") + """ AS system,
+           """ + _STRIP.replace("@COL@", "task") + """ AS task,
+           """ + _STRIP.replace("@COL@", "category") + """ AS category
+    FROM bulk_typed
+), hashed AS (
+    SELECT left(sha256(concat_ws(chr(31), ?::VARCHAR, coalesce(system, ''), '', text, input)), 24) AS instruction_id, *
+    FROM typed
+)
+SELECT *, CASE WHEN output IS NULL THEN NULL
+               ELSE left(sha256(concat_ws(chr(31), instruction_id, ?::VARCHAR, '', output)), 24) END AS response_id
+FROM hashed
+"""
+# Bind order: dataset_id, source_file.
+BULK_INSERT_INSTRUCTIONS = """
+INSERT INTO instructions (id, dataset_id, text, input, system, task, category, n_chars, source_file, source_line)
+SELECT instruction_id, ?, text, input, system, task, category, length(text) + length(input), ?, line
+FROM (SELECT DISTINCT ON (instruction_id) * FROM bulk_rows ORDER BY instruction_id, line)
+WHERE instruction_id NOT IN (SELECT id FROM instructions)
+"""
+# Bind order: role, source_file.
+BULK_INSERT_RESPONSES = """
+INSERT INTO responses (id, instruction_id, role, text, n_chars, source_file, source_line)
+SELECT response_id, instruction_id, ?, output, length(output), ?, line
+FROM (SELECT DISTINCT ON (response_id) * FROM bulk_rows WHERE response_id IS NOT NULL
+      ORDER BY response_id, line)
+WHERE response_id NOT IN (SELECT id FROM responses)
+"""
+BULK_ROW_COUNT = "SELECT count(*) FROM bulk_raw"
+BULK_DROP = [f"DROP TABLE IF EXISTS {t}" for t in ("bulk_rows", "bulk_typed", "bulk_raw")]
 
 # --------------------------------------------------------------------------------------------
 # Stats
@@ -260,6 +350,18 @@ LEFT JOIN latest_edits er ON er.target_id = r.id
 ORDER BY sel.created_at, sel.source_file, sel.source_line, sel.id, p.created_at, p.id
 """
 
+# --------------------------------------------------------------------------------------------
+# Baselines for bench/ (the same work as plain SQL, to report ratios)
+# --------------------------------------------------------------------------------------------
+
+BENCH_READ_JSON = "CREATE TABLE bench_read_json AS SELECT * FROM read_json(?, format = 'newline_delimited')"
+BENCH_BARE_COUNT = "SELECT count(*) FROM instructions WHERE task = ? AND n_chars BETWEEN ? AND ?"
+BENCH_BARE_PAGE = """
+SELECT id, task, left(text, 200), n_chars FROM instructions
+WHERE task = ? AND n_chars BETWEEN ? AND ?
+ORDER BY created_at, source_file, source_line, id LIMIT ? OFFSET ?
+"""
+
 _LOCK_PID = re.compile(r"PID (\d+)")
 
 
@@ -354,6 +456,8 @@ class Store:
 
     def migrate(self, upto: str | None = None) -> list[str]:
         """Apply pending migrations in order (up to and including `upto`); return their names."""
+        if upto is not None and upto not in {name for name, _ in MIGRATIONS}:
+            raise ValueError(f"no migration named {upto!r}")
         done = set(self.applied_migrations())
         applied = []
         for name, statements in MIGRATIONS:
@@ -396,6 +500,42 @@ class Store:
             return int(cur.execute(_INSERT_BY_TABLE[table]).fetchall()[0][0])
         finally:
             cur.unregister("batch")
+
+    def bulk_stage_jsonl(self, cur, path: Path) -> dict[str, str] | None:
+        """Parse a JSON Lines file into the temp table bulk_raw; return its columns and types,
+        or None when DuckDB cannot read it as JSON objects (the caller then goes line by line)."""
+        try:
+            cur.execute(BULK_STAGE, [str(path)])
+        except duckdb.Error:
+            return None
+        return dict(cur.execute(BULK_COLUMNS).fetchall())
+
+    def bulk_insert(self, cur, fmt: str, columns: dict[str, str], expected_rows: int, dataset_id: str,
+                    role: str, source: str) -> tuple[int, int] | None:
+        """Validate the staged rows and insert them; None (nothing inserted) when any row fails
+        a rule or blank lines make row numbers differ from line numbers."""
+        try:
+            for name, statement in BULK_ADD_COLUMN.items():
+                if name not in columns:
+                    cur.execute(statement)
+            if int(cur.execute(BULK_ROW_COUNT).fetchall()[0][0]) != expected_rows:
+                return None
+            cur.execute(BULK_TYPED)
+            check = BULK_COUNT_INVALID_ALPACA if fmt == "alpaca" else BULK_COUNT_INVALID_PROMPTS
+            if int(cur.execute(check).fetchall()[0][0]) > 0:
+                return None
+            cur.execute(BULK_ROWS, [dataset_id, role])
+            n_new = int(cur.execute(BULK_INSERT_INSTRUCTIONS, [dataset_id, source]).fetchall()[0][0])
+            n_new_responses = 0
+            if fmt == "alpaca":
+                n_new_responses = int(cur.execute(BULK_INSERT_RESPONSES, [role, source]).fetchall()[0][0])
+            return n_new, n_new_responses
+        finally:
+            self.bulk_drop(cur)
+
+    def bulk_drop(self, cur) -> None:
+        for statement in BULK_DROP:
+            cur.execute(statement)
 
     def record_import(self, cur, values: list) -> None:
         cur.execute(INSERT_IMPORT, values)
@@ -488,8 +628,10 @@ class Store:
         summary = self._df(PAGE_RESPONSE_SUMMARY, [ids]).set_index("instruction_id")
         reviews = self._df(PAGE_LATEST_REVIEW, [ids]).set_index("instruction_id")
         page["n_responses"] = page["id"].map(summary["n_responses"]).fillna(0).astype(int)
-        page["roles"] = page["id"].map(summary["roles"]).fillna("")
-        page["review"] = page["id"].map(reviews["review"]).fillna("")
+        # Plain lookups: mapping through an empty frame gives float NaN, which "" cannot fill.
+        roles, review = summary["roles"].to_dict(), reviews["review"].to_dict()
+        page["roles"] = [roles.get(i) or "" for i in ids]
+        page["review"] = [review.get(i) or "" for i in ids]
         return page
 
     def length_histogram(self, f: ExploreFilter, bin_width: int) -> pd.DataFrame:
@@ -546,3 +688,12 @@ class Store:
     def export_preferences(self, f: ExploreFilter) -> pd.DataFrame:
         where, values = self.explore_where(f)
         return self._df(EXPORT_PREFERENCES.format(where=where), values)
+
+    # -- baselines for bench/ -----------------------------------------------------------------
+
+    def bench_read_json(self, path: Path) -> None:
+        self.cursor().execute(BENCH_READ_JSON, [str(path)])
+
+    def bench_bare_explore(self, task: str, lo: int, hi: int, limit: int, offset: int) -> None:
+        self._rows(BENCH_BARE_COUNT, [task, lo, hi])
+        self._rows(BENCH_BARE_PAGE, [task, lo, hi, limit, offset])

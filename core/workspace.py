@@ -82,20 +82,36 @@ class Workspace:
     def import_paths(self, paths: list[str | Path], dataset: str, fmt: str | None = None,
                      skip_invalid: bool = False, role: str = "seed",
                      corpus: ingest.CorpusOptions | None = None,
-                     checks: list[ingest.FileCheck] | None = None) -> ingest.ImportSummary:
-        """Import files into a dataset. Raises ImportRejected (nothing written) on invalid input
-        unless skip_invalid, in which case valid rows go in and rejects are recorded."""
+                     checks: list[ingest.FileCheck] | None = None,
+                     bulk_min_bytes: int = ingest.BULK_MIN_BYTES) -> ingest.ImportSummary:
+        """Import files into a dataset, all or nothing: one transaction for every file.
+
+        Raises ImportRejected (nothing written) on invalid input, unless skip_invalid, in which
+        case valid rows go in and rejected rows are recorded. `checks` (from check_import) skips
+        re-reading the files. Large clean JSON Lines files take DuckDB's bulk path."""
         dataset = check_dataset_name(dataset)
         if not role or not re.match(r"^[a-z][a-z0-9_]{0,31}$", role):
             raise ValueError(f"role {role!r} is invalid: use lowercase letters, digits and '_'")
-        if checks is None:
-            checks = self.check_import(paths, fmt, role, corpus)
-        fatal = [c for c in checks if c.fatal]
-        if fatal or (not skip_invalid and any(not c.ok for c in checks)):
-            raise ingest.ImportRejected(ingest.rejection_message(checks))
-        if sum(c.n_valid for c in checks) == 0:
-            raise ingest.ImportRejected("the input holds no valid record or passage; nothing was imported")
-        return ingest.write_checks(self.store, dataset, checks)
+        if fmt is not None and fmt not in ingest.FORMATS:
+            raise ingest.ImportRejected(f"unknown format {fmt!r}: choose one of {', '.join(ingest.FORMATS)}")
+        files: list[dict] = []
+        with self.store.transaction() as cur:
+            if checks is None:
+                checks = []
+                for path in ingest.expand_paths(paths, fmt):
+                    done = None
+                    if ingest.bulk_eligible(path, fmt, bulk_min_bytes):
+                        done = ingest.bulk_import_file(self.store, cur, path, dataset, fmt, role)
+                    if done is not None:
+                        files.append(done)
+                    else:
+                        checks.append(ingest.check_file(path, fmt, role, corpus))
+            if any(c.fatal for c in checks) or (not skip_invalid and any(not c.ok for c in checks)):
+                raise ingest.ImportRejected(ingest.rejection_message(checks))
+            if not files and sum(c.n_valid for c in checks) == 0:
+                raise ingest.ImportRejected("the input holds no valid record or passage; nothing was imported")
+            files.extend(ingest.write_checks(self.store, cur, dataset, checks))
+        return ingest.ImportSummary(dataset=dataset, files=files)
 
     # -- export -------------------------------------------------------------------------------
 

@@ -1,0 +1,65 @@
+"""Winnow home: what is in the workspace, and what to do next."""
+
+import streamlit as st
+
+import ui
+from core import charts
+
+st.set_page_config(page_title="Winnow", page_icon=":material/filter_alt:", layout="wide")
+
+ws = ui.workspace()
+stats = ws.stats()
+
+st.title("Winnow")
+st.caption("Curate instruction-tuning and preference data: import, explore, review, export.")
+st.text("Workspace")
+st.code(stats["workspace"], language=None)
+
+metrics = [("Datasets", "datasets"), ("Instructions", "instructions"), ("Responses", "responses"),
+           ("Preference pairs", "preference_pairs"), ("Documents", "documents"),
+           ("Human reviews", "reviews"), ("Judgments", "judgments"), ("Rejected rows", "import_rejects")]
+for col, (label, key) in zip(st.columns(len(metrics)), metrics):
+    col.metric(label, f"{int(stats[key]):,}")
+
+empty = stats["datasets"] == 0
+
+st.subheader("What to do next")
+if empty:
+    st.info("This workspace is empty. Import a file of instruction/response pairs, prompts, chats, "
+            "preference pairs or plain-text documents, or load the demo data from a terminal.")
+    st.page_link("pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
+    st.text("Demo data from the command line:")
+    st.code(f"WINNOW_WORKSPACE={stats['workspace']} winnow init --demo", language="bash")
+else:
+    left, mid, right = st.columns(3)
+    with left:
+        st.page_link("pages/2_Explore.py", label="Explore and review samples", icon=":material/search:")
+        st.caption("Filter by dataset, task, role and length; read samples; accept, reject or edit responses.")
+    with mid:
+        st.page_link("pages/3_Export.py", label="Export a training file", icon=":material/download:")
+        st.caption("Alpaca, messages, preference (DPO) or prompts; JSONL or Parquet.")
+    with right:
+        st.page_link("pages/1_Import.py", label="Import more data", icon=":material/upload_file:")
+        st.caption("Files are validated and previewed before anything is written.")
+    if stats["import_rejects"]:
+        st.warning(f"{int(stats['import_rejects']):,} rows were rejected on import; "
+                   "the Import page lists them with file, line and reason.")
+
+if not empty:
+    st.subheader("Datasets")
+    datasets = ws.store.datasets()
+    st.dataframe(datasets, hide_index=True, width="stretch")
+
+    tasks = ws.store.task_counts()
+    roles = ws.store.role_counts()
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(charts.count_bars(datasets, "name", "instructions", "Instructions per dataset"),
+                        key="home_chart_datasets")
+        st.plotly_chart(charts.count_bars(tasks, "task", "instructions", "Instructions per task"),
+                        key="home_chart_tasks")
+    with right:
+        st.text("Responses per role")
+        st.dataframe(roles, hide_index=True, width="stretch")
+        st.text("Instructions per task")
+        st.dataframe(tasks, hide_index=True, width="stretch")

@@ -1,0 +1,187 @@
+"""The catalog's owner and its request queue (DESIGN.md §3).
+
+DuckDB lets one process hold the catalog read-write. While the app runs, the app's server
+process is that owner; a CLI command that finds the catalog busy hands its work to the owner
+by writing a JSON request into `requests/` and waits for the result file beside it.
+
+    requests/<id>.json          the request: {"op": ..., "args": {...}}
+    requests/<id>.result.json   written by the owner when done: {"ok": true, "result": ...}
+                                or {"ok": false, "error": "...", "kind": "ImportRejected"}
+
+Both paths (local and handed over) run the same `execute` dispatch, so a command behaves the
+same whoever owns the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from core.export import ExportError
+from core.ingest import ImportRejected
+from core.store import ExploreFilter
+
+OWNER_FILE = "owner.json"
+POLL_SECONDS = 0.2
+USER_ERRORS = (ImportRejected, ExportError, ValueError, FileNotFoundError)
+
+
+class OwnerGone(RuntimeError):
+    """The process that owns the catalog stopped before answering."""
+
+
+class RequestFailed(RuntimeError):
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def selection_from_dict(data: dict | None) -> ExploreFilter:
+    known = {f.name for f in fields(ExploreFilter)}
+    unknown = set(data or {}) - known
+    if unknown:
+        raise ValueError(f"unknown selection fields: {sorted(unknown)}")
+    return ExploreFilter(**(data or {}))
+
+
+def _import(ws, args: dict) -> dict:
+    summary = ws.import_paths(args["paths"], args["dataset"], fmt=args.get("fmt"),
+                              skip_invalid=bool(args.get("skip_invalid")), role=args.get("role", "seed"))
+    return asdict(summary) | {"new": summary.n_new, "rejected": summary.n_rejected}
+
+
+def _export(ws, args: dict) -> dict:
+    result = ws.export(args["fmt"], args.get("out"), selection_from_dict(args.get("selection")),
+                       roles=args.get("roles"), exclude_rejected=bool(args.get("exclude_rejected")),
+                       file_type=args.get("file_type", "jsonl"))
+    return {"path": str(result.path), "format": result.format, "records": result.n_records}
+
+
+def _stats(ws, args: dict) -> dict:
+    return ws.stats()
+
+
+OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {"import": _import, "export": _export, "stats": _stats}
+
+
+def execute(ws, op: str, args: dict) -> dict:
+    if op not in OPERATIONS:
+        raise ValueError(f"unknown operation {op!r}")
+    return OPERATIONS[op](ws, args)
+
+
+# --------------------------------------------------------------------------------------------
+# Owner side
+# --------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Owner:
+    """Runs in the process that holds the catalog; executes queued requests in order."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.requests = ws.root / "requests"
+        self.requests.mkdir(exist_ok=True)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current: str | None = None  # what the owner is doing, for the UI
+
+    def start(self) -> Owner:
+        _write_json(self.ws.root / OWNER_FILE, {"pid": os.getpid(), "started": time.time()})
+        self._thread = threading.Thread(target=self._loop, name="winnow-owner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        owner_file = self.ws.root / OWNER_FILE
+        if owner_pid(self.ws.root) == os.getpid():
+            owner_file.unlink(missing_ok=True)
+
+    def pending(self) -> list[Path]:
+        return sorted(p for p in self.requests.glob("*.json")
+                      if not p.name.endswith(".result.json") and not p.name.startswith(".")
+                      and not p.with_name(p.stem + ".result.json").exists())
+
+    def run_pending(self) -> int:
+        handled = 0
+        for path in self.pending():
+            try:
+                request = json.loads(path.read_text(encoding="utf-8"))
+                self.current = f"{request.get('op')} (request {path.stem})"
+                result = {"ok": True, "result": execute(self.ws, request["op"], request.get("args", {}))}
+            except USER_ERRORS as exc:
+                result = {"ok": False, "error": str(exc), "kind": type(exc).__name__}
+            except Exception as exc:  # report, never kill the owner thread
+                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": "InternalError"}
+            finally:
+                self.current = None
+            _write_json(path.with_name(path.stem + ".result.json"), result)
+            handled += 1
+        return handled
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_pending()
+            self._stop.wait(POLL_SECONDS)
+
+
+# --------------------------------------------------------------------------------------------
+# Client side
+# --------------------------------------------------------------------------------------------
+
+
+def owner_pid(root: Path) -> int | None:
+    """The pid of the live process that owns this workspace, or None."""
+    try:
+        pid = int(json.loads((root / OWNER_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def submit(root: Path, op: str, args: dict, timeout: float = 3600,
+           on_wait: Callable[[float], None] | None = None) -> dict:
+    """Queue a request for the owner and wait for its result."""
+    requests = root / "requests"
+    requests.mkdir(exist_ok=True)
+    request_id = f"{time.time():.6f}-{uuid.uuid4().hex[:8]}"
+    _write_json(requests / f"{request_id}.json", {"op": op, "args": args})
+    result_path = requests / f"{request_id}.result.json"
+    started = time.time()
+    while not result_path.exists():
+        waited = time.time() - started
+        if waited > timeout:
+            raise TimeoutError(f"the owner did not answer request {request_id} within {timeout:.0f} s")
+        if owner_pid(root) is None:
+            raise OwnerGone("the Winnow app that owned the workspace stopped; run the command again")
+        if on_wait:
+            on_wait(waited)
+        time.sleep(POLL_SECONDS)
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    for path in (requests / f"{request_id}.json", result_path):
+        path.unlink(missing_ok=True)
+    if not result["ok"]:
+        raise RequestFailed(result["error"], result.get("kind", "InternalError"))
+    return result["result"]

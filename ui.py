@@ -1,0 +1,259 @@
+"""Small helpers shared by the Streamlit pages (app.py and pages/*.py).
+
+The pages only render: every number they show comes from `core.workspace.Workspace`. What lives
+here is glue that is awkward to test through a page (saving an upload, naming files, shaping
+check results and previews into DataFrames) plus the few rendering rules every page follows:
+
+- One `Workspace` per catalog path and process, held by `st.cache_resource` (DESIGN.md §3: the
+  app's server process owns the catalog).
+- Model and web text is shown as text, never as markdown or HTML (DESIGN.md §7).
+- Query results are not cached: a DuckDB query over the catalog is fast, and a stale count after a
+  review or an import is worse than a few milliseconds.
+- Session keys are prefixed with the page name ("explore_page", "import_checks", ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import streamlit as st
+
+from core import ingest
+from core.owner import Owner
+from core.workspace import Workspace, WorkspaceBusy, resolve_workspace_path
+
+MAX_UPLOAD_MB = 200  # also server.maxUploadSize in .streamlit/config.toml
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+PREVIEW_CHARS = 300
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# --------------------------------------------------------------------------------------------
+# The workspace
+# --------------------------------------------------------------------------------------------
+
+
+def _release(opened: tuple[Workspace, Owner]) -> None:
+    ws, owner = opened
+    owner.stop()
+    ws.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_release)
+def _open_workspace(path: str) -> tuple[Workspace, Owner]:
+    # Keyed by the resolved path: two workspaces (e.g. two tests) never share a catalog handle.
+    # The app's server process owns the catalog: its owner thread runs the work that CLI commands
+    # hand over while the app is up (core.owner).
+    ws = Workspace(path)
+    return ws, Owner(ws).start()
+
+
+def workspace_path() -> Path:
+    return resolve_workspace_path().resolve()
+
+
+def workspace() -> Workspace:
+    """The process-wide Workspace for $WINNOW_WORKSPACE (or ./workspace). Stops the page with a
+    readable message, never a lock traceback, when another process holds the catalog."""
+    try:
+        ws, owner = _open_workspace(str(workspace_path()))
+    except WorkspaceBusy as exc:
+        st.error(md_escape(exc))
+        st.stop()
+        raise  # unreachable: st.stop() raises; keeps type checkers honest
+    if owner.current:
+        st.sidebar.info(f"Working on a handed-over request: {clip(owner.current)}")
+    return ws
+
+
+# --------------------------------------------------------------------------------------------
+# Showing text safely
+# --------------------------------------------------------------------------------------------
+
+
+def show_text(text: str | None, label: str | None = None, height: int | None = None) -> None:
+    """Model or web text, literally: no markdown, no HTML, long lines wrapped."""
+    if label:
+        st.text(label)
+    if text is None or text == "":
+        st.text("(empty)")
+        return
+    st.code(str(text), language=None, wrap_lines=True, height=height if height else "content")
+
+
+def clip(text: Any, n: int = 80) -> str:
+    """One line of at most n characters, for option labels and captions shown as plain text."""
+    s = " ".join(str(text or "").split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def safe_filename(name: str, default: str = "file") -> str:
+    """A file name that is safe to join to a folder: no directories, no dot files, only
+    letters, digits, '.', '_' and '-'; the suffix is kept."""
+    base = Path(str(name or "").replace("\\", "/")).name
+    base = _UNSAFE_NAME.sub("_", base).lstrip("._-")
+    base = re.sub(r"_{2,}", "_", base)
+    if not base or base in {".", ".."}:
+        base = default
+    if len(base) > 120:
+        suffix = Path(base).suffix[:16]
+        base = base[: 120 - len(suffix)] + suffix
+    return base
+
+
+def upload_too_large(n_bytes: int) -> str | None:
+    if n_bytes > MAX_UPLOAD_BYTES:
+        return (f"The file is {n_bytes / 1024 / 1024:.1f} MB; uploads are limited to {MAX_UPLOAD_MB} MB. "
+                "Import larger files with the CLI: `winnow import FILE --dataset NAME`.")
+    return None
+
+
+def save_upload(ws: Workspace, name: str, data: bytes) -> Path:
+    """Write uploaded bytes under the workspace's uploads folder and return the path.
+
+    The file keeps its (sanitised) original name, inside a folder named after its content hash,
+    so lineage shows a recognisable name and two different files with one name never collide."""
+    problem = upload_too_large(len(data))
+    if problem:
+        raise ValueError(problem)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = ws.uploads_dir / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe_filename(name, default="upload.jsonl")
+    if not path.exists() or path.stat().st_size != len(data):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def format_arg(choice: str | None) -> str | None:
+    """The format selectbox's value as the API wants it ("auto" → None)."""
+    return None if not choice or choice == "auto" else choice
+
+
+def check_upload(ws: Workspace, name: str, data: bytes, fmt: str | None = None,
+                 role: str = "seed") -> tuple[Path, list[ingest.FileCheck]]:
+    """Save an upload and validate it; nothing enters the catalog. Raises ValueError when the file
+    is too large and ImportRejected for an unknown format."""
+    path = save_upload(ws, name, data)
+    return path, ws.check_import([path], format_arg(fmt), role)
+
+
+def checks_frame(checks: list[ingest.FileCheck]) -> pd.DataFrame:
+    """One row per checked file: detected format and counts."""
+    return pd.DataFrame([{
+        "file": c.path.name,
+        "format": c.format,
+        "rows read": c.n_read,
+        "valid": c.n_valid,
+        "invalid": len(c.rejected) + (1 if c.fatal else 0),
+        "status": "unreadable" if c.fatal else ("ok" if c.ok else "has invalid rows"),
+    } for c in checks])
+
+
+def check_problems(checks: list[ingest.FileCheck]) -> list[str]:
+    return [f"{c.path.name}: {p}" for c in checks for p in c.problems()]
+
+
+def records_preview(checks: list[ingest.FileCheck], n: int = 5) -> pd.DataFrame:
+    """The first n parsed records (or corpus passages), as the importer understood them."""
+    rows: list[dict] = []
+    for c in checks:
+        for r in c.records:
+            if len(rows) >= n:
+                break
+            row = {"line": r.line, "instruction": clip(r.instruction, PREVIEW_CHARS),
+                   "input": clip(r.input, PREVIEW_CHARS), "task": r.task}
+            if r.system:
+                row["system"] = clip(r.system, PREVIEW_CHARS)
+            if r.history:
+                row["earlier turns"] = len(r.history)
+            for i, (role, text) in enumerate(r.responses):
+                label = ("chosen" if i == 0 else "rejected") if r.is_pair else role
+                row[f"response {i + 1} ({label})"] = clip(text, PREVIEW_CHARS)
+            rows.append(row)
+        for d in c.documents:
+            if len(rows) >= n:
+                break
+            rows.append({"line": d.line, "segment": d.segment, "title": d.title, "text": clip(d.text, PREVIEW_CHARS)})
+    return pd.DataFrame(rows)
+
+
+def export_path(ws: Workspace, name: str, file_type: str) -> Path:
+    """Where an export named `name` goes: under the workspace's exports folder, with the suffix of
+    its file type."""
+    stem = safe_filename(name, default="export")
+    for suffix in (".jsonl", ".parquet", ".json"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return ws.exports_dir / f"{stem or 'export'}.{file_type}"
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return clip(json.dumps(value, ensure_ascii=False), PREVIEW_CHARS)
+    if isinstance(value, str):
+        return clip(value, PREVIEW_CHARS)
+    return value
+
+
+def file_preview(path: Path, n: int = 5) -> pd.DataFrame:
+    """The first n records of an exported JSONL or Parquet file (nested values as JSON text)."""
+    records: list[dict] = []
+    if path.suffix == ".parquet":
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=n):
+            records = batch.to_pylist()[:n]
+            break
+    else:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if len(records) >= n:
+                    break
+                records.append(json.loads(line))
+    return pd.DataFrame([{k: _cell(v) for k, v in rec.items()} for rec in records])
+
+
+# --------------------------------------------------------------------------------------------
+# Reviews
+# --------------------------------------------------------------------------------------------
+
+
+def current_verdict(reviews: list[dict], target_id: str) -> dict:
+    """The latest decision and the latest edit of one target (reviews are append-only)."""
+    mine = sorted((r for r in reviews if r["target_id"] == target_id), key=lambda r: r["created_at"])
+    decision = next((r["decision"] for r in reversed(mine) if r["decision"]), None)
+    edited = next((r["edited_text"] for r in reversed(mine) if r["edited_text"]), None)
+    return {"decision": decision, "edited_text": edited, "n_reviews": len(mine)}
+
+
+def describe_verdict(verdict: dict) -> str:
+    state = {"accept": "accepted", "reject": "rejected"}.get(verdict["decision"] or "", "not reviewed")
+    if verdict["edited_text"]:
+        state += ", edited"
+    if verdict["n_reviews"]:
+        state += f" ({verdict['n_reviews']} review{'s' if verdict['n_reviews'] > 1 else ''})"
+    return state
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^])")
+
+
+def md_escape(text: Any) -> str:
+    """Text that st.error / st.caption / st.markdown show literally: every markdown, directive
+    (`:red[...]`, `:material/x:`), math (`$`) and HTML character is backslash-escaped; newlines
+    become line breaks."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", str(text))
+    return escaped.replace("\r\n", "\n").replace("\n", "  \n")
