@@ -18,7 +18,7 @@ st.code(stats["workspace"], language=None)
 metrics = [("Datasets", "datasets"), ("Instructions", "instructions"), ("Responses", "responses"),
            ("Preference pairs", "preference_pairs"), ("Documents", "documents"),
            ("Human reviews", "reviews"), ("Judgments", "judgments"), ("Rejected rows", "import_rejects")]
-for col, (label, key) in zip(st.columns(len(metrics)), metrics):
+for col, (label, key) in zip(st.columns(len(metrics)), metrics, strict=True):
     col.metric(label, f"{int(stats[key]):,}")
 
 empty = stats["datasets"] == 0
@@ -61,5 +61,5 @@ if not empty:
     with right:
         st.text("Responses per role")
         st.dataframe(roles, hide_index=True, width="stretch")
-        st.text("Instructions per task")
-        st.dataframe(tasks, hide_index=True, width="stretch")
+        with st.expander("Instructions per task (table)"):
+            st.dataframe(tasks, hide_index=True, width="stretch")

@@ -84,7 +84,11 @@ def show_text(text: str | None, label: str | None = None, height: int | None = N
     if text is None or text == "":
         st.text("(empty)")
         return
-    st.code(str(text), language=None, wrap_lines=True, height=height if height else "content")
+    text = str(text)
+    # A fixed height (scrolling) only for long texts; short ones take the room they need.
+    approx_lines = text.count("\n") + 1 + len(text) // 100
+    fixed = height is not None and approx_lines * 22 > height
+    st.code(text, language=None, wrap_lines=True, height=height if fixed else "content")
 
 
 def clip(text: Any, n: int = 80) -> str:

@@ -120,7 +120,8 @@ def cmd_app(a) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.address", a.host,
                "--server.port", str(a.port), "--server.headless", "true"]
     print(f"Winnow on http://{a.host}:{a.port} (workspace {env['WINNOW_WORKSPACE']})")
-    return subprocess.call(command, env=env)
+    # Streamlit reads .streamlit/config.toml from the working directory.
+    return subprocess.call(command, env=env, cwd=APP_FILE.parent)
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,13 +75,20 @@ def to_prompt(row: dict) -> dict:
     return out | _labels(row)
 
 
-def to_preference(row: dict) -> dict:
+def to_preference(row: dict, conversational: bool = False) -> dict:
+    """TRL's standard form (strings), or its conversational form when asked or when the sample
+    has a system prompt or earlier turns."""
     prefix = _prefix_turns(row)
-    if prefix:
+    if prefix or conversational:
         return {"prompt": prefix + [{"role": "user", "content": _user_content(row)}],
                 "chosen": [{"role": "assistant", "content": row["chosen"]}],
                 "rejected": [{"role": "assistant", "content": row["rejected"]}]} | _labels(row)
     return {"prompt": _user_content(row), "chosen": row["chosen"], "rejected": row["rejected"]} | _labels(row)
+
+
+def _rows(frame) -> list[dict[str, Any]]:
+    """DataFrame rows as dicts with None for SQL NULL (pandas turns a NULL string into NaN, which is truthy)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def build_records(store: Store, fmt: str, selection: ExploreFilter, roles: list[str] | None = None,
@@ -89,10 +96,14 @@ def build_records(store: Store, fmt: str, selection: ExploreFilter, roles: list[
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "preference":
-        return [to_preference(r) for r in store.export_preferences(selection).to_dict("records")]
+        rows = _rows(store.export_preferences(selection, exclude_rejected))
+        # One form for the whole file: a column cannot hold both strings and turns (Parquet
+        # refuses, and TRL and `datasets` expect one form), so any conversational sample makes all so.
+        conversational = any(r.get("system") or r.get("history") for r in rows)
+        return [to_preference(r, conversational) for r in rows]
     if fmt == "prompts":
-        return [to_prompt(r) for r in store.export_prompts(selection).to_dict("records")]
-    rows = store.export_pairs(selection, roles or ["seed"], exclude_rejected).to_dict("records")
+        return [to_prompt(r) for r in _rows(store.export_prompts(selection, exclude_rejected))]
+    rows = _rows(store.export_pairs(selection, roles or ["seed"], exclude_rejected))
     convert = to_alpaca if fmt == "alpaca" else to_messages
     return [convert(r) for r in rows]
 
@@ -102,16 +113,20 @@ def write_records(records: list[dict], path: Path, file_type: str) -> None:
         raise ExportError(f"unknown file type {file_type!r}: choose jsonl or parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    if file_type == "jsonl":
-        with open(tmp, "wb") as fh:
-            for rec in records:
-                fh.write(orjson.dumps(rec))
-                fh.write(b"\n")
-    else:
-        # from_pylist takes its columns from the first record; give every record every key.
-        keys = list(dict.fromkeys(k for rec in records for k in rec))
-        pq.write_table(pa.Table.from_pylist([{k: rec.get(k) for k in keys} for rec in records]), tmp)
-    os.replace(tmp, path)
+    try:
+        if file_type == "jsonl":
+            with open(tmp, "wb") as fh:
+                for rec in records:
+                    fh.write(orjson.dumps(rec))
+                    fh.write(b"\n")
+        else:
+            # from_pylist takes its columns from the first record; give every record every key.
+            keys = list(dict.fromkeys(k for rec in records for k in rec))
+            pq.write_table(pa.Table.from_pylist([{k: rec.get(k) for k in keys} for rec in records]), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed export leaves the previous file, and no half-written one
+        raise
 
 
 def export(store: Store, fmt: str, out: Path, selection: ExploreFilter | None = None,

@@ -857,9 +857,7 @@ def bulk_import_file(store, cur, path: Path, dataset: str, fmt: str | None, role
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     sha256 = hashlib.sha256(data).hexdigest()
     del data
-    columns = store.bulk_stage_jsonl(cur, path)
-    if columns is None:
-        return None
+    columns = store.bulk_stage_jsonl(cur, path)  # raises BulkUnreadable
     keys = set(columns) - {"line"}
     if "instruction" not in keys or not keys <= BULK_KEYS:
         store.bulk_drop(cur)

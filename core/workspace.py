@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from core import export as export_mod
 from core import ingest
 from core.ids import content_id
-from core.store import ExploreFilter, Store, WorkspaceBusy
+from core.store import BulkUnreadable, ExploreFilter, Store, WorkspaceBusy
 
 CATALOG = "winnow.duckdb"
 DEFAULT_WORKSPACE = "workspace"
@@ -89,6 +90,15 @@ class Workspace:
         Raises ImportRejected (nothing written) on invalid input, unless skip_invalid, in which
         case valid rows go in and rejected rows are recorded. `checks` (from check_import) skips
         re-reading the files. Large clean JSON Lines files take DuckDB's bulk path."""
+        try:
+            return self._import_paths(paths, dataset, fmt, skip_invalid, role, corpus, checks, bulk_min_bytes)
+        except BulkUnreadable:
+            # The bulk reader's error aborted the transaction (rolled back, nothing kept): start
+            # again with every file on the line-by-line path, which names each bad line.
+            return self._import_paths(paths, dataset, fmt, skip_invalid, role, corpus, checks, sys.maxsize)
+
+    def _import_paths(self, paths, dataset, fmt, skip_invalid, role, corpus, checks,
+                      bulk_min_bytes) -> ingest.ImportSummary:
         dataset = check_dataset_name(dataset)
         if not role or not re.match(r"^[a-z][a-z0-9_]{0,31}$", role):
             raise ValueError(f"role {role!r} is invalid: use lowercase letters, digits and '_'")

@@ -123,7 +123,7 @@ else:
         st.session_state["explore_table_seen"] = seen
         if picked and picked[0] < len(ids):
             st.session_state["explore_selected"] = ids[picked[0]]
-    texts = dict(zip(ids, rows["instruction"]))
+    texts = dict(zip(ids, rows["instruction"], strict=True))
     pick_key = f"explore_pick_{signature}_{page}"
     st.selectbox("Open sample", [None, *ids], key=pick_key, on_change=_pick, args=(pick_key,),
                  format_func=lambda i: "select a row above, or choose here" if i is None
@@ -208,7 +208,9 @@ def render_sample(sample: dict) -> None:
             ui.show_text(history_text(ins["history"]), "Earlier turns")
     with right:
         st.text("Lineage")
-        st.dataframe(lineage_frame(ins), hide_index=True, width="stretch", key="explore_lineage")
+        lineage = lineage_frame(ins)
+        st.dataframe(lineage, hide_index=True, width="stretch", height=35 * (len(lineage) + 1) + 3,
+                     key="explore_lineage")
 
     marks: dict[str, list[str]] = {}
     for p in sample["pairs"]:
@@ -224,7 +226,7 @@ def render_sample(sample: dict) -> None:
     per_row = 3
     for start in range(0, len(responses), per_row):
         chunk = responses[start:start + per_row]
-        for col, r in zip(st.columns(len(chunk) if len(responses) > 1 else 1), chunk):
+        for col, r in zip(st.columns(len(chunk)), chunk, strict=True):
             with col:
                 verdict = ui.current_verdict(reviews, r["id"])
                 mark = " · ".join(sorted(set(marks.get(r["id"], []))))

@@ -47,8 +47,8 @@ def put_parquet(path: Path, columns: dict) -> Path:
 
 
 def counts(ws: Workspace) -> dict:
-    stats = ws.stats()
-    return {k: v for k, v in stats.items() if isinstance(v, int)} | {"imports": len(ws.imports())}
+    """Rows in every table (what stats() reports) and the number of imports recorded."""
+    return ws.store.table_counts() | {"imports": len(ws.imports())}
 
 
 def dump(ws: Workspace, dataset: str) -> list[dict]:
@@ -469,21 +469,17 @@ BAD_ROWS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_ROWS))
-def test_bad_rows_reject_the_file_and_write_nothing(workspace, tmp_path, case):
+def test_bad_rows(workspace, tmp_path, case):
     name, content, problems = BAD_ROWS[case]
     path = put(tmp_path / name, content)
     workspace.import_paths([put(tmp_path / "earlier.jsonl", '{"instruction": "Already here", "output": "x"}\n')],
                            "earlier")
+    # (a) rejected, naming the file, each line and its reason; (b) nothing written
     expected = [str(path)] + [f"line {line}: {reason}" for line, reason in problems]
     message = assert_rejected(workspace, [path], expected)
     assert "Nothing was imported" in message
     assert f"{len(problems)} invalid row" in message
-
-
-@pytest.mark.parametrize("case", list(BAD_ROWS))
-def test_bad_rows_skipped_and_recorded_with_skip_invalid(workspace, tmp_path, case):
-    name, content, problems = BAD_ROWS[case]
-    path = put(tmp_path / name, content)
+    # (c) skip_invalid: the valid rows go in, each bad row is recorded with file, line and reason
     summary = workspace.import_paths([path], "bad", skip_invalid=True)
     assert texts(workspace, "bad") == ["Good one", "Good two"]
     assert summary.n_new == 2 and summary.n_rejected == len(problems)
@@ -491,8 +487,9 @@ def test_bad_rows_skipped_and_recorded_with_skip_invalid(workspace, tmp_path, ca
     assert [(f, line) for f, line, _ in got] == [(name, line) for line, _ in problems]
     for (_, _, reason), (_, fragment) in zip(got, problems):
         assert fragment in reason
-    assert workspace.stats()["import_rejects"] == len(problems)
-    assert workspace.stats()["per_dataset"][0]["rejected_rows"] == len(problems)
+    stats = workspace.stats()
+    assert stats["import_rejects"] == len(problems)
+    assert {d["name"]: d["rejected_rows"] for d in stats["per_dataset"]} == {"earlier": 0, "bad": len(problems)}
     assert int(workspace.imports()["n_rejected"][0]) == len(problems)
 
 
@@ -559,11 +556,11 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
-@pytest.mark.parametrize("skip_invalid", [False, True])
-def test_bad_files_are_rejected_whole(workspace, tmp_path, case, skip_invalid):
+def test_bad_files_are_rejected_whole(workspace, tmp_path, case):
     name, content, fragments = BAD_FILES[case]
     path = put(tmp_path / name, content)
-    assert_rejected(workspace, [path], [str(path)] + fragments, skip_invalid=skip_invalid)
+    assert_rejected(workspace, [path], [str(path)] + fragments)
+    assert_rejected(workspace, [path], [str(path)] + fragments, skip_invalid=True)
 
 
 def test_empty_parquet(workspace, tmp_path):
@@ -779,3 +776,97 @@ def test_read_jsonl_line_numbers_skip_blank_lines():
     got = list(ingest.read_jsonl(b'{"a": 1}\n\n   \n{"b": 2}\r\n{bad\n'))
     assert [(n, v) for n, v in got[:2]] == [(1, {"a": 1}), (4, {"b": 2})]
     assert got[2][0] == 5 and isinstance(got[2][1], RowError)
+
+
+# --------------------------------------------------------------------------------------------
+# The bulk path (DuckDB reads large clean JSON Lines files) must give exactly what the
+# line-by-line path gives: the same rows, ids, counts, rejections and messages.
+# --------------------------------------------------------------------------------------------
+
+BULK_CASES = {
+    "clean": '{"instruction": "Add 2 and 3.", "input": "", "output": "5", "task": "math"}\n'
+             '{"instruction": "Sum", "input": "1 2", "output": "3", "category": "c", "system": "S"}\n'
+             '{"instruction": "Ünïcödé ✓ 日本語 \\ud83d\\ude00", "output": "ok\\nline\\u0000nul"}\n',
+    "whitespace_labels": '{"instruction": "  Q  ", "output": "\\tA\\n", "task": "  ", "system": " S ", '
+                         '"category": "\\u3000x\\u3000"}\n{"instruction": "Q2", "output": "A", "task": "\\u2003"}\n',
+    "duplicates": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q", "output": "A"}\n'
+                  '{"instruction": "Q", "output": "B"}\n',
+    "prompts": '{"instruction": "P1"}\n{"instruction": "P2", "input": "x", "task": "t"}\n',
+    "null_optionals": '{"instruction": "Q", "input": null, "output": "A", "task": null}\n',
+    "crlf_no_final_newline": '{"output": "A", "instruction": "Q"}\r\n{"instruction": "Q3", "output": "A"}',
+    "blank_line": '{"instruction": "Q", "output": "A"}\n\n{"instruction": "Q3", "output": "A"}\n',
+    "missing_output": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2"}\n',
+    "null_output": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": null}\n',
+    "missing_instruction": '{"instruction": "Q", "output": "A"}\n{"output": "orphan"}\n',
+    "blank_output": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": "\\u000b\\u001c"}\n',
+    "number_output": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": 5}\n',
+    "number_task": '{"instruction": "Q", "output": "A", "task": 1e400}\n',
+    "extra_key": '{"instruction": "Q", "output": "A", "source": "web"}\n',
+    "duplicate_key": '{"instruction": "first", "instruction": "last", "output": "A"}\n',
+    "broken_json": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": \n'
+                   '{"instruction": "Q3", "output": "A"}\n',
+    "lone_surrogate": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q\\udc80", "output": "A"}\n',
+    "over_1mb": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": "' + "é" * (MAX_FIELD_BYTES // 2 + 1)
+                + '"}\n',
+}
+BULK_CASES_TAKEN = {"clean", "whitespace_labels", "duplicates", "prompts", "null_optionals", "crlf_no_final_newline"}
+
+
+def _snapshot(ws: Workspace, dataset: str) -> dict:
+    cur = ws.store.cursor()
+    dataset_id = content_id("dataset", dataset)
+    q = lambda sql: cur.execute(sql, [dataset_id]).fetchall()  # noqa: E731
+    return {
+        "instructions": q("SELECT * EXCLUDE (created_at) FROM instructions WHERE dataset_id = ? ORDER BY id"),
+        "responses": q("SELECT r.* EXCLUDE (created_at) FROM responses r JOIN instructions i ON i.id = r.instruction_id "
+                       "WHERE i.dataset_id = ? ORDER BY r.id"),
+        "rejects": q("SELECT source_file, line, reason, excerpt FROM import_rejects WHERE dataset_id = ? ORDER BY line"),
+        "imports": q("SELECT source_file, file_sha256, format, n_records, n_new, n_new_responses, n_duplicates, "
+                     "n_rejected FROM imports WHERE dataset_id = ? ORDER BY created_at"),
+        "dataset": q("SELECT name, kind FROM datasets WHERE id = ?"),
+    }
+
+
+def _import_twice(ws: Workspace, path: Path, dataset: str, skip_invalid: bool, bulk_min_bytes: int):
+    outcome = []
+    for _ in range(2):  # the second time everything is a duplicate
+        try:
+            summary = ws.import_paths([path], dataset, skip_invalid=skip_invalid, bulk_min_bytes=bulk_min_bytes)
+            outcome.append(("ok", summary.files))
+        except ImportRejected as exc:
+            outcome.append(("rejected", str(exc)))
+            break
+    return outcome, _snapshot(ws, dataset)
+
+
+def test_bulk_path_matches_the_line_by_line_path(tmp_path, monkeypatch):
+    taken: list[str] = []
+    real = ingest.bulk_import_file
+
+    def spy(store, cur, path, *args):
+        result = real(store, cur, path, *args)
+        if result is not None:
+            taken.append(path.stem)
+        return result
+
+    monkeypatch.setattr(ingest, "bulk_import_file", spy)
+    bulk, rows = Workspace(tmp_path / "bulk"), Workspace(tmp_path / "rows")
+    mismatches = []
+    try:
+        for n, (name, content) in enumerate(BULK_CASES.items()):
+            path = put(tmp_path / f"{name}.jsonl", content.encode("utf-8", "surrogatepass"))
+            for skip_invalid in (False, True):
+                dataset = f"c{n}{'s' if skip_invalid else ''}"
+                got = _import_twice(bulk, path, dataset, skip_invalid, bulk_min_bytes=0)
+                want = _import_twice(rows, path, dataset, skip_invalid, bulk_min_bytes=1 << 60)
+                if got != want:
+                    mismatches.append(f"{name} (skip_invalid={skip_invalid}):\n  bulk: {got}\n  rows: {want}")
+                if want[0][0][0] == "ok":
+                    break  # skip_invalid changes nothing for a file without bad rows
+        assert bulk.store.table_counts() == rows.store.table_counts()
+    finally:
+        bulk.close()
+        rows.close()
+    assert not mismatches, "\n".join(mismatches)
+    # The bulk path really ran for the clean files (else this test compares the slow path with itself).
+    assert set(taken) == BULK_CASES_TAKEN

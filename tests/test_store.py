@@ -119,54 +119,47 @@ def test_failing_migration_is_rolled_back_and_not_recorded(tmp_path, monkeypatch
 # One read-write process per file
 # --------------------------------------------------------------------------------------------
 
-_OPEN_CAUGHT = """
+# Opens the catalog read-write and read-only, reporting WorkspaceBusy, then once more without
+# catching it: what a user of a CLI command that does not catch it would see.
+_SECOND_PROCESS = """
 import sys
 from core.store import Store, WorkspaceBusy
-try:
-    Store(sys.argv[1], read_only=sys.argv[2] == "ro").close()
-except WorkspaceBusy as exc:
-    print("BUSY:", exc)
-    sys.exit(3)
-print("OPENED")
+for mode in ("rw", "ro"):
+    try:
+        Store(sys.argv[1], read_only=mode == "ro").close()
+        print(mode, "OPENED")
+    except WorkspaceBusy as exc:
+        print(mode, "BUSY:", exc)
+Store(sys.argv[1]).close()
 """
 
 
-def _second_process(script: str, *args: str) -> subprocess.CompletedProcess:
+def _second_process(catalog: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", _SECOND_PROCESS, str(catalog)], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=60)
 
 
-@pytest.mark.parametrize("mode", ["rw", "ro"])
-def test_second_process_gets_workspace_busy_not_the_raw_lock_error(tmp_path, mode):
+def test_second_process_gets_workspace_busy_not_the_raw_lock_error(tmp_path):
     ws = Workspace(tmp_path / "ws")
     catalog = ws.root / "winnow.duckdb"
     try:
-        busy = _second_process(_OPEN_CAUGHT, str(catalog), mode)
-        assert busy.returncode == 3, busy.stdout + busy.stderr
-        assert busy.stdout.startswith("BUSY:")
-        assert str(catalog) in busy.stdout
-        assert f"process {os.getpid()}" in busy.stdout  # names the holder
-        assert "Conflicting lock" not in busy.stdout + busy.stderr
+        busy = _second_process(catalog)
     finally:
         ws.close()
-    # Once this process lets go, the same command opens the catalog.
-    free = _second_process(_OPEN_CAUGHT, str(catalog), mode)
+    out = busy.stdout.splitlines()
+    assert [line.split(":")[0] for line in out] == ["rw BUSY", "ro BUSY"], busy.stdout + busy.stderr
+    for line in out:
+        assert str(catalog) in line
+        assert f"process {os.getpid()}" in line  # names the holder
+    assert busy.returncode == 1
+    assert busy.stderr.strip().splitlines()[-1].startswith("core.store.WorkspaceBusy: The workspace catalog")
+    assert "Conflicting lock" not in busy.stdout + busy.stderr
+    assert "IOException" not in busy.stderr
+    # Once this process lets go, the same command opens the catalog both ways.
+    free = _second_process(catalog)
     assert free.returncode == 0, free.stderr
-    assert free.stdout.strip() == "OPENED"
-
-
-def test_uncaught_workspace_busy_shows_the_clear_message_only(tmp_path):
-    ws = Workspace(tmp_path / "ws")
-    try:
-        result = _second_process("import sys; from core.store import Store; Store(sys.argv[1])",
-                                 str(ws.root / "winnow.duckdb"))
-    finally:
-        ws.close()
-    assert result.returncode == 1
-    assert "core.store.WorkspaceBusy: The workspace catalog" in result.stderr
-    assert "Conflicting lock" not in result.stderr
-    assert "IOException" not in result.stderr
+    assert free.stdout.splitlines() == ["rw OPENED", "ro OPENED"]
 
 
 def test_workspace_busy_message_without_pid():
@@ -199,8 +192,7 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture
-def explore_ws(tmp_path):
+def _build_explore_ws(tmp_path: Path) -> Workspace:
     ws = Workspace(tmp_path / "ws")
     ws.import_paths([_write(tmp_path / "a.jsonl", ALPHA)], "alpha")
     ws.import_paths([_write(tmp_path / "b.jsonl", BETA)], "beta")
@@ -211,6 +203,22 @@ def explore_ws(tmp_path):
            "input": "", "n_chars": len(GENERATED), "round": 1, "method": "generate"}
     with ws.store.transaction() as cur:
         assert ws.store.insert_batch(cur, "instructions", pa.Table.from_pylist([row])) == 1
+    return ws
+
+
+@pytest.fixture(scope="module")
+def explore_ws(tmp_path_factory):
+    """Shared by the tests that only read; tests that review get `reviewed_ws`, their own copy."""
+    ws = _build_explore_ws(tmp_path_factory.mktemp("explore"))
+    counts = ws.store.table_counts()
+    yield ws
+    assert ws.store.table_counts() == counts, "a read-only Explore test wrote to the shared workspace"
+    ws.close()
+
+
+@pytest.fixture
+def reviewed_ws(tmp_path):
+    ws = _build_explore_ws(tmp_path)
     yield ws
     ws.close()
 
@@ -337,8 +345,8 @@ def test_like_pattern_escapes_wildcards():
     assert like_pattern("a%b_c\\d") == "%a\\%b\\_c\\\\d%"
 
 
-def test_explore_review_states(explore_ws):
-    ws = explore_ws
+def test_explore_review_states(reviewed_ws):
+    ws = reviewed_ws
     ids = _ids_by_text(ws)
     seed_12x7 = next(r["id"] for r in ws.sample(ids["What is 12 * 7?"])["responses"] if r["role"] == "seed")
     ws.review(seed_12x7, "accept")                                              # via a response
@@ -357,15 +365,15 @@ def test_explore_review_states(explore_ws):
     assert ws.explore_count(ExploreFilter(review="rejected", tasks=["code"])) == 1
 
 
-def test_review_rejects_bad_input(explore_ws):
-    ids = _ids_by_text(explore_ws)
+def test_review_rejects_bad_input(reviewed_ws):
+    ids = _ids_by_text(reviewed_ws)
     with pytest.raises(ValueError):
-        explore_ws.review(ids["What is 12 * 7?"], "maybe")
+        reviewed_ws.review(ids["What is 12 * 7?"], "maybe")
     with pytest.raises(ValueError):
-        explore_ws.review(ids["What is 12 * 7?"])
+        reviewed_ws.review(ids["What is 12 * 7?"])
     with pytest.raises(ValueError):
-        explore_ws.review("0" * 24, "accept")
-    assert explore_ws.stats()["reviews"] == 0
+        reviewed_ws.review("0" * 24, "accept")
+    assert reviewed_ws.stats()["reviews"] == 0
 
 
 @pytest.mark.filterwarnings("error")  # pandas' future errors (e.g. filling float NaN with "") fail now
@@ -375,8 +383,8 @@ def test_explore_page_decorations_without_reviews(explore_ws):
     assert page["roles"].tolist() == ["seed, teacher"] + ["seed"] * 4 + [""] * 3
 
 
-def test_explore_page_decorations(explore_ws):
-    ws = explore_ws
+def test_explore_page_decorations(reviewed_ws):
+    ws = reviewed_ws
     ids = _ids_by_text(ws)
     ws.review(ids["Score: 1000 sure"], "reject", target_kind="instruction")
     page = ws.explore_page(ExploreFilter(), page_size=500).set_index("instruction")

@@ -1,0 +1,293 @@
+"""A real browser against a real `streamlit run`: home, Explore, a filter, a sample, a review.
+
+The test builds a demo workspace in a temporary folder, computes the numbers it expects with
+read-only queries, closes the catalog, then starts `streamlit run app.py` on a free loopback port
+(the server process owns the DuckDB file while it runs) and drives Debian's chromium through
+Playwright's sync API. After the server stops, the test reopens the workspace and checks that the
+review it saved through the browser is in the store.
+
+Along the way it checks that no page shows an uncaught exception and that the browser sends no
+request to any host but the local server (DESIGN.md §7: no external images, text shown as text).
+
+Screenshots go to tests/artifacts/ (git-ignored); the filtered Explore page with a sample open is
+also written to docs/screenshot-explore.png for the README.
+
+Needs /usr/bin/chromium (`apt-get install -y chromium`); the `playwright` package downloads no
+browser of its own and this test never asks it to.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import REPO
+
+from core.demo import build_demo
+from core.store import EXPLORE_ORDERS
+from core.workspace import ExploreFilter, Workspace
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARTIFACTS = REPO / "tests" / "artifacts"
+README_SHOT = REPO / "docs" / "screenshot-explore.png"
+WAIT_MS = 30_000  # per explicit wait
+SERVER_START_S = 60
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+TASK = "math"  # the Explore filter the test applies
+NOTE = "browser test: wrong arithmetic"
+DATASETS = ("seed", "eval", "python-docs")
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is absent (install it with `apt-get install -y chromium`); "
+                "the real-browser test never downloads a browser", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+expect = sync_api.expect
+
+
+# --------------------------------------------------------------------------------------------
+# The workspace and the server
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict:
+    """A demo workspace on disk, plus what the test expects to see, all read before the server
+    starts. The catalog is closed on return: the server process must own it."""
+    root = tmp_path_factory.mktemp("browser") / "ws"
+    ws = Workspace(root)
+    try:
+        build_demo(ws)
+        order = next(iter(EXPLORE_ORDERS))  # the page's default order
+        total = ws.explore_count(ExploreFilter())
+        selection = ExploreFilter(tasks=[TASK])
+        count = ws.explore_count(selection)
+        rows = ws.explore_page(selection, 0, 50, order)
+        # The first matching instruction that has a response: its review form is the first form.
+        with_response = rows[rows["n_responses"] > 0]
+        assert not with_response.empty, f"no {TASK!r} instruction with a response in the demo data"
+        sample = ws.sample(with_response["id"].iloc[0])
+        names = set(ws.store.datasets()["name"])
+    finally:
+        ws.close()
+    assert set(DATASETS) <= names, names
+    assert 0 < count < total, (count, total)
+    return {"root": root, "total": total, "count": count, "instruction": sample["instruction"],
+            "response": sample["responses"][0]}
+
+
+@pytest.fixture(scope="module")
+def server(demo, tmp_path_factory):
+    """`streamlit run app.py` on a free loopback port; always terminated on teardown."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = dict(os.environ, WINNOW_WORKSPACE=str(demo["root"]), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"streamlit not healthy after {SERVER_START_S} s:\n"
+                                     f"{log_path.read_text(errors='replace')}")
+            time.sleep(0.25)
+        yield {"url": base, "proc": proc, "log": log_path}
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+# --------------------------------------------------------------------------------------------
+# Page helpers
+# --------------------------------------------------------------------------------------------
+
+
+def wait_idle(page) -> None:
+    """Wait until the app is connected and no script run is in progress or queued (Streamlit reruns
+    the page on every widget change). Call it after the change's effect is visible: right after a
+    click the run may not have started yet."""
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            return app && app.getAttribute('data-test-script-state') === 'notRunning';
+        }""",
+        timeout=WAIT_MS,
+    )
+
+
+def until(page, action, check, attempts: int = 3, timeout_ms: int = 10_000) -> None:
+    """Do `action` until `check(timeout_ms)` passes: a widget change made while Streamlit is still
+    re-rendering can be lost. The last attempt's check waits the full WAIT_MS."""
+    for attempt in range(attempts):
+        wait_idle(page)
+        action()
+        try:
+            check(WAIT_MS if attempt == attempts - 1 else timeout_ms)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
+def assert_no_exception(page, where: str) -> None:
+    exceptions = page.locator('[data-testid="stException"]')
+    if exceptions.count():
+        raise AssertionError(f"exception shown on {where}: {exceptions.first.inner_text()}")
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def metric_value(page, label: str):
+    return page.locator('[data-testid="stMetric"]', has_text=label).locator('[data-testid="stMetricValue"]')
+
+
+# --------------------------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------------------------
+
+
+def test_browse_filter_open_and_review(demo, server):
+    ins, response = demo["instruction"], demo["response"]
+    rid = response["id"]
+    first_line = next(line for line in ins["text"].splitlines() if line.strip()).strip()
+    outbound: list[str] = []
+
+    def on_request(request) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme in ("data", "blob", "about"):
+            return
+        if parts.hostname not in LOCAL_HOSTS:
+            outbound.append(request.url)
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 2200})
+            context.set_default_timeout(WAIT_MS)
+            page = context.new_page()
+            page.on("request", on_request)
+
+            # Home: the three demo datasets.
+            page.goto(server["url"], wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name="Winnow", exact=True)).to_be_visible()
+            expect(metric_value(page, "Datasets")).to_have_text(str(len(DATASETS)))
+            wait_idle(page)
+            for name in DATASETS:
+                expect(page.get_by_text(name, exact=True).first).to_be_attached()
+            assert_no_exception(page, "home")
+            shot(page, "01-home")
+
+            # Explore, unfiltered.
+            page.get_by_role("link", name="Explore and review samples").click()
+            expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible()
+            count = metric_value(page, "Matching instructions")
+            expect(count).to_have_text(f"{demo['total']:,}")
+            wait_idle(page)
+            assert_no_exception(page, "Explore")
+
+            # Filter by task: the count drops to the number the store gave before the server started.
+            tasks = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]', has_text="Tasks")
+
+            def pick_task() -> None:
+                tasks.locator("input").click()
+                page.get_by_role("option", name=TASK, exact=True).click()
+                page.keyboard.press("Escape")
+
+            until(page, pick_task, lambda ms: expect(count).to_have_text(f"{demo['count']:,}", timeout=ms))
+            expect(tasks).to_contain_text(TASK)
+            wait_idle(page)
+            expect(page.get_by_text(f"of {demo['count']:,}", exact=False).first).to_be_visible()
+            assert_no_exception(page, "Explore, filtered")
+            shot(page, "02-explore-filtered")
+
+            # Open the sample through the page's sample selector; its instruction text shows.
+            picker = page.locator('[data-testid="stSelectbox"]', has_text="Open sample")
+            instruction_block = page.locator('[data-testid="stCode"]', has_text=first_line).first
+
+            def open_sample() -> None:
+                picker.locator("input").click()
+                picker.locator("input").fill(ins["id"][:8])
+                page.get_by_role("option").filter(has_text=ins["id"][:8]).first.click()
+
+            until(page, open_sample, lambda ms: expect(instruction_block).to_be_visible(timeout=ms))
+            expect(page.get_by_role("heading", name="Sample", exact=True)).to_be_visible()
+            expect(page.locator(f".st-key-explore_save_{rid}")).to_be_visible()
+            wait_idle(page)
+            assert_no_exception(page, "Explore, sample open")
+            shot(page, "03-explore-sample")
+
+            # The README shot: the filtered table and the open sample, in a smaller window.
+            page.set_viewport_size({"width": 1400, "height": 1600})
+            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            wait_idle(page)
+            README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(README_SHOT))
+            page.set_viewport_size({"width": 1400, "height": 2200})
+
+            # Reject the sample's first response with a note, and save.
+            page.locator(f".st-key-explore_decision_{rid}").get_by_text("Reject", exact=True).click()
+            page.locator(f".st-key-explore_note_{rid} input").fill(NOTE)
+            page.locator(f".st-key-explore_save_{rid} button").click()
+            expect(page.get_by_text("Review saved.", exact=False)).to_be_visible()
+            expect(page.get_by_text("Verdict: rejected (1 review)", exact=True)).to_be_visible()
+            wait_idle(page)
+            assert_no_exception(page, "Explore, after review")
+            shot(page, "04-explore-reviewed")
+        finally:
+            browser.close()
+
+    hint = ("; a `:material/...:` page_icon in st.set_page_config makes Streamlit's frontend load the "
+            "favicon from fonts.gstatic.com: use an emoji or a local image file instead"
+            if any("fonts.gstatic.com" in url for url in outbound) else "")
+    assert not outbound, f"the browser sent {len(outbound)} request(s) to other hosts: {outbound}{hint}"
+
+    # The server owns the catalog while it runs: stop it, then read the review back.
+    stop(server["proc"])
+    with Workspace(demo["root"]) as ws:
+        reviews = ws.store.reviews_for([rid])
+    assert len(reviews) == 1, reviews
+    assert reviews[0]["decision"] == "reject"
+    assert reviews[0]["note"] == NOTE
+    assert reviews[0]["target_kind"] == "response"
