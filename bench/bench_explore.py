@@ -30,23 +30,21 @@ def main(rows: int = 1_000_000, repeats: int = 60, cache: Path = Path("bench/out
         filters = [(rng.choice(TASKS), rng.randint(20, 80)) for _ in range(repeats)]
         pages = [rng.randint(0, 50) for _ in range(repeats)]
 
-        def winnow(i=[0]):
-            task, lo = filters[i[0] % repeats]
+        def winnow(k: int) -> None:
+            task, lo = filters[k]
             f = ExploreFilter(tasks=[task], min_chars=lo, max_chars=lo + 60)
             ws.explore_count(f)
-            ws.explore_page(f, page=pages[i[0] % repeats], page_size=50)
-            i[0] += 1
+            ws.explore_page(f, page=pages[k], page_size=50)
 
-        def bare(i=[0]):
-            task, lo = filters[i[0] % repeats]
-            ws.store.bench_bare_explore(task, lo, lo + 60, 50, pages[i[0] % repeats] * 50)
-            i[0] += 1
+        def bare(k: int) -> None:
+            task, lo = filters[k]
+            ws.store.bench_bare_explore(task, lo, lo + 60, 50, pages[k] * 50)
 
-        winnow(), bare()  # warm both paths once
+        winnow(0), bare(0)  # warm both paths once
         ours, base = [], []
-        for _ in range(repeats):  # interleave so both see the same machine state
-            ours += timed(winnow, 1)
-            base += timed(bare, 1)
+        for k in range(repeats):  # interleave so both see the same machine state
+            ours += timed(lambda: winnow(k), 1)  # noqa: B023 (called at once)
+            base += timed(lambda: bare(k), 1)  # noqa: B023
         ws.close()
     report("explore_query", rows=rows, repeats=repeats,
            winnow_p50_ms=round(statistics.median(ours) * 1000, 1), winnow_p95_ms=round(p95(ours) * 1000, 1),

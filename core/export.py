@@ -4,11 +4,11 @@ Formats:
 - `alpaca`: {"instruction", "input", "output"} (+ "task", "system" when set)
 - `messages`: {"messages": [...]} — TRL's conversational SFT format
 - `preference`: {"prompt", "chosen", "rejected"} — TRL's preference (DPO) format; conversational
-  when the sample has a system prompt or earlier turns
+  (for every record of the file) when any exported sample has a system prompt or earlier turns
 - `prompts`: {"instruction", "input"} — instructions only, e.g. for a generate stage elsewhere
 
 A reviewer's latest edit of a response replaces its text; `exclude_rejected` drops samples
-whose latest human decision is reject. Files are written under a temporary name and renamed,
+whose latest human decision is reject (for a preference pair: its instruction's or chosen answer's). Files are written under a temporary name and renamed,
 so a reader never sees half a file.
 """
 

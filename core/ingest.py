@@ -864,11 +864,12 @@ def bulk_import_file(store, cur, path: Path, dataset: str, fmt: str | None, role
         return None
     fmt = fmt or ("alpaca" if "output" in keys else "prompts")
     dataset_id = content_id("dataset", dataset)
-    store.ensure_dataset(cur, dataset_id, dataset, DATASET_KIND[fmt])
     source = _source_name(path)
     counts = store.bulk_insert(cur, fmt, columns, n_lines, dataset_id, role, source)
     if counts is None:
         return None
+    # Only now: a file that falls back may turn out another format, and the dataset's kind with it.
+    store.ensure_dataset(cur, dataset_id, dataset, DATASET_KIND[fmt])
     import_id = content_id("import", dataset_id, sha256, datetime.now(timezone.utc).isoformat())
     return _record_import(store, cur, import_id, dataset_id, source, sha256, fmt, n_lines, counts[0], counts[1],
                           n_lines, 0)

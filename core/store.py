@@ -322,9 +322,11 @@ INSERT_REVIEW = """
 INSERT INTO reviews (id, target_kind, target_id, decision, edited_text, note, reviewer)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
-SELECT_TARGET_EXISTS = """
-SELECT (SELECT count(*) FROM instructions WHERE id = ?) + (SELECT count(*) FROM responses WHERE id = ?)
-     + (SELECT count(*) FROM documents WHERE id = ?)
+SELECT_TARGET_KIND = """
+SELECT 'instruction' FROM instructions WHERE id = ?
+UNION ALL SELECT 'response' FROM responses WHERE id = ?
+UNION ALL SELECT 'document' FROM documents WHERE id = ?
+LIMIT 1
 """
 
 # --------------------------------------------------------------------------------------------
@@ -472,7 +474,7 @@ class Store:
     def _dicts(self, sql: str, params: list | tuple = ()) -> list[dict[str, Any]]:
         cur = self.cursor().execute(sql, list(params))
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     # -- migrations ---------------------------------------------------------------------------
 
@@ -695,7 +697,12 @@ class Store:
         return self._dicts(SELECT_JUDGMENTS_FOR, [list(target_ids)])
 
     def target_exists(self, target_id: str) -> bool:
-        return bool(self._rows(SELECT_TARGET_EXISTS, [target_id] * 3)[0][0])
+        return self.target_kind(target_id) is not None
+
+    def target_kind(self, target_id: str) -> str | None:
+        """Which table holds this id: instruction, response, document, or None."""
+        rows = self._rows(SELECT_TARGET_KIND, [target_id] * 3)
+        return rows[0][0] if rows else None
 
     def insert_review(self, values: list) -> None:
         with self.transaction() as cur:

@@ -180,7 +180,7 @@ class Workspace:
         }
 
     def review(self, target_id: str, decision: str | None = None, edited_text: str | None = None,
-               note: str | None = None, target_kind: str = "response", reviewer: str | None = None) -> str:
+               note: str | None = None, target_kind: str | None = None, reviewer: str | None = None) -> str:
         """Record a human review. Reviews are append-only: the latest one is the current verdict."""
         if decision not in REVIEW_DECISIONS:
             raise ValueError(f"decision must be accept, reject or empty, not {decision!r}")
@@ -188,8 +188,12 @@ class Workspace:
         note = note.strip() if note and note.strip() else None
         if decision is None and edited_text is None and note is None:
             raise ValueError("a review needs a decision, an edit or a note")
-        if not self.store.target_exists(target_id):
+        actual_kind = self.store.target_kind(target_id)
+        if actual_kind is None:
             raise ValueError(f"no instruction, response or document with id {target_id!r}")
+        if target_kind is not None and target_kind != actual_kind:
+            raise ValueError(f"{target_id!r} is a {actual_kind}, not a {target_kind}")
+        target_kind = actual_kind
         review_id = content_id("review", target_id, datetime.now(timezone.utc).isoformat(), decision or "",
                                edited_text or "", note or "")
         self.store.insert_review([review_id, target_kind, target_id, decision, edited_text, note, reviewer])

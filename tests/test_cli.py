@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SMALL_PAIRS, write_jsonl
+
 from core.cli import main
 from core.workspace import Workspace
 

@@ -337,7 +337,7 @@ ALPACA_EXPECTED = [
 
 
 def _with_lines(rows: list[dict], lines: list[int]) -> list[dict]:
-    return [r | {"line": n} for r, n in zip(rows, lines)]
+    return [r | {"line": n} for r, n in zip(rows, lines, strict=True)]
 
 
 ALPACA_FILES = {
@@ -485,7 +485,7 @@ def test_bad_rows(workspace, tmp_path, case):
     assert summary.n_new == 2 and summary.n_rejected == len(problems)
     got = rejects(workspace)
     assert [(f, line) for f, line, _ in got] == [(name, line) for line, _ in problems]
-    for (_, _, reason), (_, fragment) in zip(got, problems):
+    for (_, _, reason), (_, fragment) in zip(got, problems, strict=True):
         assert fragment in reason
     stats = workspace.stats()
     assert stats["import_rejects"] == len(problems)
@@ -801,6 +801,7 @@ BULK_CASES = {
     "blank_output": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": "\\u000b\\u001c"}\n',
     "number_output": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": 5}\n',
     "number_task": '{"instruction": "Q", "output": "A", "task": 1e400}\n',
+    "prompts_then_pairs": '{"instruction": "P1"}\n{"instruction": "Q2", "output": "A"}\n',
     "extra_key": '{"instruction": "Q", "output": "A", "source": "web"}\n',
     "duplicate_key": '{"instruction": "first", "instruction": "last", "output": "A"}\n',
     "broken_json": '{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "output": \n'

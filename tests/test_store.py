@@ -225,7 +225,7 @@ def reviewed_ws(tmp_path):
 
 def _ids_by_text(ws) -> dict[str, str]:
     page = ws.explore_page(ExploreFilter(), page_size=500)
-    return dict(zip(page["instruction"], page["id"]))
+    return dict(zip(page["instruction"], page["id"], strict=True))
 
 
 def _texts(ws, f: ExploreFilter, **kw) -> list[str]:
@@ -446,7 +446,7 @@ def test_length_histogram_sums_to_the_count(explore_ws, f):
 
 def test_length_histogram_bins(explore_ws):
     hist = explore_ws.length_histogram(ExploreFilter(), bin_width=10)
-    assert dict(zip(hist["bin_start"].astype(int), hist["n"].astype(int))) == {10: 5, 20: 2, 30: 1}
+    assert dict(zip(hist["bin_start"].astype(int), hist["n"].astype(int), strict=True)) == {10: 5, 20: 2, 30: 1}
     with pytest.raises(ValueError):
         explore_ws.length_histogram(ExploreFilter(), bin_width=0)
 
