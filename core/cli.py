@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core import owner
+from core import jobs, owner
 from core.export import EXPORT_FORMATS, FILE_TYPES
 from core.ingest import FORMATS
 from core.store import WorkspaceBusy
@@ -115,6 +115,79 @@ def cmd_stats(a) -> int:
     return 0
 
 
+def _selection(a) -> dict:
+    selection = {"datasets": a.dataset or [], "tasks": a.task or []}
+    if getattr(a, "search", None):
+        selection["search"] = a.search
+    return selection
+
+
+def _show_progress(info: dict, last: dict) -> None:
+    """One line per change of progress (works in logs and terminals alike)."""
+    key = (info["status"], info["done"])
+    if last.get("key") == key:
+        return
+    last["key"] = key
+    rate = f", {info['tokens_per_s']:.0f} tok/s" if info.get("tokens_per_s") else ""
+    eta = f", ETA {info['eta_s']:.0f} s" if info.get("eta_s") else ""
+    print(f"  {info['id']}: {info['status']} {info['done']}/{info['total']}{rate}{eta}", file=sys.stderr,
+          flush=True)
+
+
+def _run_job(root: Path, job_id: str, job_dir: Path) -> int:
+    """Run a job in its own process, show its progress, then ingest what it produced."""
+    jobs.launch(job_dir)
+    last: dict = {}
+    try:
+        info = jobs.wait(job_dir, on_progress=lambda i: _show_progress(i, last))
+    except KeyboardInterrupt:
+        jobs.cancel(job_dir)
+        print(f"cancelling {job_id}; resume with `winnow jobs resume {job_id}`", file=sys.stderr)
+        info = jobs.wait(job_dir)
+    result = run_op(root, "ingest_job", {"job": job_id})
+    print(f"job {job_id}: {info['status']}, {result['rows']} rows from {result['shards']} shards, "
+          f"{result['new']} new")
+    if info["status"] == "failed":
+        print(f"job {job_id} failed: {info['error']}\nresume with `winnow jobs resume {job_id}`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_generate(a) -> int:
+    params = {k: v for k, v in (("temperature", a.temperature), ("top_p", a.top_p), ("max_tokens", a.max_tokens),
+                                ("seed", a.seed), ("n", a.n)) if v is not None}
+    root = resolve_workspace_path(a.workspace)
+    created = run_op(root, "create_generate_job", {
+        "model": a.model, "role": a.role, "selection": _selection(a), "params": params, "limit": a.limit,
+        "round": a.round, "shard_size": a.shard_size})
+    print(f"job {created['job']} created", file=sys.stderr)
+    if a.detach:
+        jobs.launch(Path(created["dir"]))
+        print(created["job"])
+        return 0
+    return _run_job(root, created["job"], Path(created["dir"]))
+
+
+def cmd_jobs(a) -> int:
+    root = resolve_workspace_path(a.workspace)
+    if a.action == "list":
+        for j in run_op(root, "jobs", {})["jobs"]:
+            err = f"  {j['error']}" if j.get("error") else ""
+            print(f"{j['id']:<40} {j['kind']:<9} {j['status']:<10} {j['done']:>6}/{j['total']:<6} "
+                  f"{j['model'] or '':<24}{err}")
+        return 0
+    if not a.job:
+        raise CliError(f"`winnow jobs {a.action}` needs a job id (see `winnow jobs list`)")
+    job_dir = Path(run_op(root, "job_dir", {"job": a.job})["dir"])
+    if a.action == "cancel":
+        jobs.cancel(job_dir)
+        print(f"asked {a.job} to stop after its current shard")
+        return 0
+    if jobs.status(job_dir) == "running":
+        raise CliError(f"job {a.job} is already running")
+    return _run_job(root, a.job, job_dir)
+
+
 def cmd_app(a) -> int:
     env = os.environ | {"WINNOW_WORKSPACE": str(resolve_workspace_path(a.workspace).resolve())}
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.address", a.host,
@@ -165,6 +238,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", parents=[common], help="counts per table and dataset")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("generate", parents=[common], help="answer instructions with a model (a job)")
+    p.add_argument("--model", "-m", required=True, help="model name (see `winnow models list`)")
+    p.add_argument("--role", "-r", required=True, help="role of the answers: teacher, student, pool_1, …")
+    p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")
+    p.add_argument("--task", action="append", help="only these task labels (repeatable)")
+    p.add_argument("--search", help="only instructions containing this text")
+    p.add_argument("--n", type=int, help="samples per instruction (default 1)")
+    p.add_argument("--limit", type=int, help="at most this many instructions")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=16, help="instructions per shard (the unit of resume)")
+    p.add_argument("--detach", action="store_true", help="start the job and return; see `winnow jobs`")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("jobs", parents=[common], help="list, resume or cancel jobs")
+    p.add_argument("action", choices=("list", "resume", "cancel"))
+    p.add_argument("job", nargs="?", help="job id")
+    p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("app", parents=[common], help="start the web app")
     p.add_argument("--host", default="127.0.0.1")

@@ -857,15 +857,14 @@ def bulk_import_file(store, cur, path: Path, dataset: str, fmt: str | None, role
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     sha256 = hashlib.sha256(data).hexdigest()
     del data
-    columns = store.bulk_stage_jsonl(cur, path)  # raises BulkUnreadable
-    keys = set(columns) - {"line"}
+    keys = store.bulk_stage_jsonl(cur, path, BULK_KEYS)  # raises BulkUnreadable
     if "instruction" not in keys or not keys <= BULK_KEYS:
         store.bulk_drop(cur)
         return None
     fmt = fmt or ("alpaca" if "output" in keys else "prompts")
     dataset_id = content_id("dataset", dataset)
     source = _source_name(path)
-    counts = store.bulk_insert(cur, fmt, columns, n_lines, dataset_id, role, source)
+    counts = store.bulk_insert(cur, fmt, n_lines, dataset_id, role, source)
     if counts is None:
         return None
     # Only now: a file that falls back may turn out another format, and the dataset's kind with it.

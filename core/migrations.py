@@ -188,4 +188,31 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX judgments_by_target ON judgments (target_id)",
         ],
     ),
+    (
+        "0006_jobs",
+        [
+            """
+            CREATE TABLE jobs (
+                id         VARCHAR PRIMARY KEY,
+                kind       VARCHAR NOT NULL,        -- generate | judge | ...
+                dir        VARCHAR NOT NULL,
+                model      VARCHAR,
+                config     JSON,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            # A shard's rows and its row here are written in one transaction: never ingested twice.
+            """
+            CREATE TABLE job_shards (
+                job_id      VARCHAR NOT NULL,
+                shard       VARCHAR NOT NULL,
+                sha256      VARCHAR NOT NULL,
+                n_rows      INTEGER NOT NULL,
+                n_new       INTEGER NOT NULL,
+                ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                PRIMARY KEY (job_id, shard)
+            )
+            """,
+        ],
+    ),
 ]

@@ -30,6 +30,7 @@ from core.store import ExploreFilter
 
 OWNER_FILE = "owner.json"
 POLL_SECONDS = 0.2
+INGEST_SECONDS = 2.0
 USER_ERRORS = (ImportRejected, ExportError, ValueError, FileNotFoundError)
 
 
@@ -68,7 +69,30 @@ def _stats(ws, args: dict) -> dict:
     return ws.stats()
 
 
-OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {"import": _import, "export": _export, "stats": _stats}
+def _create_generate_job(ws, args: dict) -> dict:
+    spec = ws.model(args["model"])
+    job_id = ws.create_generate_job(spec.to_dict(), args["role"], selection_from_dict(args.get("selection")),
+                                    params=args.get("params"), limit=int(args.get("limit") or 1_000_000),
+                                    round=int(args.get("round") or 0), shard_size=int(args.get("shard_size") or 16))
+    return {"job": job_id, "dir": str(ws.job_dir(job_id))}
+
+
+def _ingest_job(ws, args: dict) -> dict:
+    return ws.ingest_job(args["job"])
+
+
+def _jobs(ws, args: dict) -> dict:
+    return {"jobs": ws.jobs()}
+
+
+def _job_dir(ws, args: dict) -> dict:
+    return {"dir": str(ws.job_dir(args["job"]))}
+
+
+OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
+    "import": _import, "export": _export, "stats": _stats, "create_generate_job": _create_generate_job,
+    "ingest_job": _ingest_job, "jobs": _jobs, "job_dir": _job_dir,
+}
 
 
 def execute(ws, op: str, args: dict) -> dict:
@@ -136,8 +160,15 @@ class Owner:
         return handled
 
     def _loop(self) -> None:
+        last_ingest = 0.0
         while not self._stop.is_set():
             self.run_pending()
+            if time.time() - last_ingest > INGEST_SECONDS:  # jobs' finished shards flow in as they land
+                last_ingest = time.time()
+                try:
+                    self.ws.ingest_finished_jobs()
+                except Exception as exc:  # a bad shard must not stop the owner; the Jobs page shows it
+                    self.current = f"ingest failed: {exc}"
             self._stop.wait(POLL_SECONDS)
 
 

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -17,8 +19,11 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from core import export as export_mod
-from core import ingest
+from core import ingest, jobs
 from core.ids import content_id
 from core.store import BulkUnreadable, ExploreFilter, Store, WorkspaceBusy
 
@@ -27,6 +32,18 @@ DEFAULT_WORKSPACE = "workspace"
 SUBDIRS = ("runs", "models", "exports", "requests")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,99}$")
 REVIEW_DECISIONS = ("accept", "reject", None)
+
+def _finished_generations(shard: pa.Table):
+    """Only answers that finished (stop or length) become responses; too_long and errors stay in
+    the job's shards and log."""
+    return pc.is_in(shard["finish_reason"], value_set=pa.array(["stop", "length"]))
+
+
+# kind → (table, columns to insert, row filter): what a job's shards become in the catalog.
+INGEST_TARGETS = {
+    "generate": ("responses", ["id", "instruction_id", "role", "text", "n_chars", "model", "round", "method",
+                               "params", "meta"], _finished_generations),
+}
 
 __all__ = ["Workspace", "WorkspaceBusy", "ExploreFilter", "resolve_workspace_path"]
 
@@ -198,6 +215,74 @@ class Workspace:
                                edited_text or "", note or "")
         self.store.insert_review([review_id, target_kind, target_id, decision, edited_text, note, reviewer])
         return review_id
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    @property
+    def jobs_dir(self) -> Path:
+        path = self.root / "runs" / "jobs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def job_dir(self, job_id: str) -> Path:
+        if not re.match(r"^[A-Za-z0-9_.\-]+$", job_id or "") or not (self.jobs_dir / job_id / jobs.CONFIG).exists():
+            raise ValueError(f"no job {job_id!r} in {self.jobs_dir}")
+        return self.jobs_dir / job_id
+
+    def create_generate_job(self, model: dict, role: str, selection: ExploreFilter | None = None,
+                            params: dict | None = None, limit: int = 1_000_000, round: int = 0,
+                            shard_size: int = 16) -> str:
+        """Snapshot the selected instructions into a new generate job; returns its id. Starts nothing."""
+        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", role or ""):
+            raise ValueError(f"role {role!r} is invalid: use lowercase letters, digits and '_'")
+        from core.generate import input_table
+        from core.llm.base import GenerationParams
+
+        params = GenerationParams.from_dict(params or {}).to_dict()
+        rows = self.store.instructions_for_job(selection or ExploreFilter(), limit)
+        if not rows:
+            raise ValueError("the selection holds no instruction; nothing to generate")
+        config = {"model": model, "role": role, "params": params, "round": round, "method": "generate"}
+        return self._create_job("generate", input_table(rows), config, shard_size)
+
+    def _create_job(self, kind: str, table, config: dict, shard_size: int) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        job_id = f"{kind}-{stamp}-{content_id(kind, stamp, json.dumps(config, sort_keys=True, default=str))[:6]}"
+        jobs.create(self.jobs_dir / job_id, kind, table, config, shard_size)
+        self.store.record_job([job_id, kind, str(self.jobs_dir / job_id), config["model"]["name"],
+                               json.dumps(config, default=str)])
+        return job_id
+
+    def jobs(self) -> list[dict]:
+        """Every job folder with its status and progress, newest first."""
+        found = [jobs.summary(d) for d in self.jobs_dir.iterdir() if (d / jobs.CONFIG).exists()]
+        return sorted(found, key=lambda j: j["created"] or "", reverse=True)
+
+    def ingest_job(self, job_id: str) -> dict:
+        """Ingest the job's finished shards that are not in yet (idempotent, one transaction each)."""
+        job_dir = self.job_dir(job_id)
+        config = jobs.read_json(job_dir / jobs.CONFIG)
+        table, columns, keep = INGEST_TARGETS[config["kind"]]
+        done = self.store.ingested_shards(job_id)
+        new = 0
+        for path in jobs.finished_shards(job_dir):
+            if path.name in done:
+                continue
+            shard = jobs.read_shard(path)
+            shard = shard.filter(keep(shard)) if keep else shard
+            new += self.store.ingest_shard(job_id, path.name, hashlib.sha256(path.read_bytes()).hexdigest(),
+                                           table, shard.select([c for c in columns if c in shard.column_names]))
+        counts = self.store.job_ingest_counts(job_id)
+        return {"job": job_id, "new_now": new, **counts, **jobs.summary(job_dir)}
+
+    def ingest_finished_jobs(self) -> int:
+        """Ingest what every job has finished so far (the owner thread calls this)."""
+        new = 0
+        for info in self.jobs():
+            if info["status"] in ("running", "done", "stopped", "cancelled", "failed") and \
+                    len(jobs.finished_shards(Path(info["dir"]))) > len(self.store.ingested_shards(info["id"])):
+                new += self.ingest_job(info["id"])["new_now"]
+        return new
 
     def rejects(self, limit: int = 500):
         return self.store.rejects(limit)
