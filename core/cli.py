@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from core import jobs, owner
@@ -146,7 +147,7 @@ def _run_job(root: Path, job_id: str, job_dir: Path) -> int:
         info = jobs.wait(job_dir)
     result = run_op(root, "ingest_job", {"job": job_id})
     print(f"job {job_id}: {info['status']}, {result['rows']} rows from {result['shards']} shards, "
-          f"{result['new']} new")
+          f"{result['new_now']} new")
     if info["status"] == "failed":
         print(f"job {job_id} failed: {info['error']}\nresume with `winnow jobs resume {job_id}`", file=sys.stderr)
         return 1
@@ -168,6 +169,20 @@ def cmd_generate(a) -> int:
     return _run_job(root, created["job"], Path(created["dir"]))
 
 
+def cmd_judge(a) -> int:
+    params = {k: v for k, v in (("max_tokens", a.max_tokens), ("seed", a.seed)) if v is not None}
+    root = resolve_workspace_path(a.workspace)
+    created = run_op(root, "create_judge_job", {
+        "model": a.judge, "rubric": a.rubric, "roles": a.role, "selection": _selection(a), "params": params,
+        "limit": a.limit, "round": a.round, "shard_size": a.shard_size})
+    print(f"job {created['job']} created", file=sys.stderr)
+    code = _run_job(root, created["job"], Path(created["dir"]))
+    summary = run_op(root, "judge_summary", {"judge": a.judge, "rubric": a.rubric})
+    print(f"{a.judge} on {a.rubric}: {summary['judgments']} judgments, {summary['failed']} unparsable "
+          f"({summary['failure_rate']:.0%}), mean score {summary['mean_score']}")
+    return code
+
+
 def cmd_jobs(a) -> int:
     root = resolve_workspace_path(a.workspace)
     if a.action == "list":
@@ -186,6 +201,44 @@ def cmd_jobs(a) -> int:
     if jobs.status(job_dir) == "running":
         raise CliError(f"job {a.job} is already running")
     return _run_job(root, a.job, job_dir)
+
+
+def cmd_models(a) -> int:
+    root = resolve_workspace_path(a.workspace)
+    if a.action == "list":
+        for m in run_op(root, "models", {})["models"]:
+            where = m["path"] or ", ".join(m["base_urls"])
+            print(f"{m['name']:<28} {m['backend']:<7} {'built-in' if m['builtin'] else 'workspace':<10} {where}")
+        return 0
+    if not a.name:
+        raise CliError(f"`winnow models {a.action}` needs a model name")
+    if a.action == "add":
+        spec = {"name": a.name, "backend": a.backend}
+        if a.backend == "openai":
+            spec |= {"base_urls": a.url or [], "model": a.served_model, "api_key_env": a.api_key_env}
+        else:
+            spec["path"] = str(Path(a.path).resolve()) if a.path else None
+        for key in ("context_length", "dtype", "chat_template"):
+            if getattr(a, key, None) is not None:
+                spec[key] = getattr(a, key)
+        added = run_op(root, "add_model", {"spec": spec, "replace": a.replace})
+        print(f"added {added['name']} ({added['backend']})")
+        return 0
+    # test: load the model here and answer one prompt (no catalog access needed after the lookup)
+    from core.llm.base import GenerationParams
+    from core.llm.registry import load_backend
+
+    spec = run_op(root, "model", {"name": a.name})
+    started = time.time()
+    with load_backend(spec) as backend:
+        loaded = time.time()
+        out = backend.generate([[{"role": "user", "content": a.prompt}]],
+                               GenerationParams(temperature=0.0, max_tokens=a.max_tokens))[0][0]
+    elapsed = time.time() - loaded
+    print(out.text)
+    print(f"[{a.name}: loaded in {loaded - started:.1f} s; {out.n_tokens} tokens in {elapsed:.1f} s "
+          f"({out.n_tokens / max(elapsed, 1e-9):.1f} tok/s); finish: {out.finish_reason}]", file=sys.stderr)
+    return 0 if out.ok else 1
 
 
 def cmd_app(a) -> int:
@@ -239,6 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser("models", parents=[common], help="list, add or try models")
+    p.add_argument("action", choices=("list", "add", "test"))
+    p.add_argument("name", nargs="?", help="model name")
+    p.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf")
+    p.add_argument("--path", help="hf/vllm: a local Hugging Face model folder (safetensors)")
+    p.add_argument("--url", action="append", help="openai: base URL, e.g. http://127.0.0.1:8000/v1 (repeatable)")
+    p.add_argument("--served-model", help="openai: the model id the server knows")
+    p.add_argument("--api-key-env", help="openai: NAME of the environment variable holding the API key")
+    p.add_argument("--context-length", type=int)
+    p.add_argument("--dtype")
+    p.add_argument("--chat-template", help="a Jinja chat template overriding the tokenizer's")
+    p.add_argument("--replace", action="store_true", help="replace a model of the same name")
+    p.add_argument("--prompt", default="What is the capital of France? Answer in one sentence.")
+    p.add_argument("--max-tokens", type=int, default=48)
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("generate", parents=[common], help="answer instructions with a model (a job)")
     p.add_argument("--model", "-m", required=True, help="model name (see `winnow models list`)")
     p.add_argument("--role", "-r", required=True, help="role of the answers: teacher, student, pool_1, …")
@@ -255,6 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=16, help="instructions per shard (the unit of resume)")
     p.add_argument("--detach", action="store_true", help="start the job and return; see `winnow jobs`")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("judge", parents=[common], help="score responses with a judge model (a job)")
+    p.add_argument("--judge", "-j", required=True, help="judge model name")
+    p.add_argument("--rubric", required=True, help="pointwise_10, pointwise_5 or zephyr_aspects")
+    p.add_argument("--role", "-r", action="append", required=True, help="roles of the responses to judge")
+    p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")
+    p.add_argument("--task", action="append", help="only these task labels (repeatable)")
+    p.add_argument("--search", help="only instructions containing this text")
+    p.add_argument("--limit", type=int, help="at most this many responses")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=16)
+    p.set_defaults(func=cmd_judge)
 
     p = sub.add_parser("jobs", parents=[common], help="list, resume or cancel jobs")
     p.add_argument("action", choices=("list", "resume", "cancel"))

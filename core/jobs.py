@@ -75,9 +75,9 @@ Worker = Callable[[JobContext, pa.Table], pa.Table]
 
 def workers() -> dict[str, Worker]:
     """Kinds of job and the function that turns a shard of input rows into output rows."""
-    from core import generate
+    from core import generate, judge_stage
 
-    return {"generate": generate.run_shard}
+    return {"generate": generate.run_shard, "judge": judge_stage.run_shard}
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +251,8 @@ def run(job_dir: Path) -> int:
     write_json(job_dir / PID, {"pid": os.getpid(), "started": _now()})
     for marker in (FAILED, CANCELLED):
         (job_dir / marker).unlink(missing_ok=True)
+    for stale in (job_dir / SHARDS).glob("*.tmp"):  # a shard cut off by a kill is redone whole
+        stale.unlink()
     ctx = JobContext(job_dir, config)
     size, total = config["shard_size"], config["total"]
     todo = [i for i in range(n_shards(total, size)) if not shard_path(job_dir, i).exists()]

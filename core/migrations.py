@@ -189,6 +189,34 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
+        "0004_models",
+        [
+            # User model specs (core.llm.registry.ModelSpec as JSON); built-ins are not stored.
+            """
+            CREATE TABLE models (
+                name       VARCHAR PRIMARY KEY,
+                spec       JSON NOT NULL,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ],
+    ),
+    (
+        "0005_embeddings",
+        [
+            # Sentence embeddings cached by text hash (core.embed). No PRIMARY KEY (see above):
+            # the single writer inserts with an anti-join on (text_hash, model).
+            """
+            CREATE TABLE embeddings (
+                text_hash  VARCHAR NOT NULL,
+                model      VARCHAR NOT NULL,
+                vector     FLOAT[384] NOT NULL,
+                created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ],
+    ),
+    (
         "0006_jobs",
         [
             """

@@ -77,6 +77,35 @@ def _create_generate_job(ws, args: dict) -> dict:
     return {"job": job_id, "dir": str(ws.job_dir(job_id))}
 
 
+def _create_judge_job(ws, args: dict) -> dict:
+    spec = ws.model(args["model"])
+    job_id = ws.create_judge_job(spec.to_dict(), args["rubric"], args["roles"],
+                                 selection_from_dict(args.get("selection")), params=args.get("params"),
+                                 limit=int(args.get("limit") or 1_000_000), round=int(args.get("round") or 0),
+                                 shard_size=int(args.get("shard_size") or 16))
+    return {"job": job_id, "dir": str(ws.job_dir(job_id))}
+
+
+def _models(ws, args: dict) -> dict:
+    return {"models": [spec.to_dict() | {"builtin": spec.is_builtin} for spec in ws.models()]}
+
+
+def _model(ws, args: dict) -> dict:
+    return ws.model(args["name"]).to_dict()
+
+
+def _add_model(ws, args: dict) -> dict:
+    return ws.add_model(args["spec"], replace=bool(args.get("replace"))).to_dict()
+
+
+def _judge_summary(ws, args: dict) -> dict:
+    counts = ws.store.judge_verdict_counts(args["judge"], args["rubric"])
+    n, failed = int(counts["judgments"]), int(counts["unparsed"])
+    mean = counts["mean_score"]
+    return {"judgments": n, "failed": failed, "failure_rate": failed / n if n else 0.0,
+            "mean_score": None if mean is None else round(float(mean), 2)}
+
+
 def _ingest_job(ws, args: dict) -> dict:
     return ws.ingest_job(args["job"])
 
@@ -91,6 +120,8 @@ def _job_dir(ws, args: dict) -> dict:
 
 OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "import": _import, "export": _export, "stats": _stats, "create_generate_job": _create_generate_job,
+    "create_judge_job": _create_judge_job, "judge_summary": _judge_summary,
+    "models": _models, "model": _model, "add_model": _add_model,
     "ingest_job": _ingest_job, "jobs": _jobs, "job_dir": _job_dir,
 }
 

@@ -372,8 +372,21 @@ WITH jt AS (
     LEFT JOIN target_decisions di ON di.target_id = r.instruction_id
 )
 """
-SELECT_JUDGE_LABELS = _JUDGE_TARGETS + """
-SELECT target_id, score, decision FROM labeled WHERE decision IS NOT NULL ORDER BY target_id
+# The same labels, starting from the (few) reviewed targets rather than every judged one:
+# ~10x faster at 1M judgments.
+SELECT_JUDGE_LABELS = """
+WITH label AS (
+    SELECT target_id, decision FROM target_decisions
+    UNION ALL
+    SELECT r.id, di.decision
+    FROM target_decisions di JOIN responses r ON r.instruction_id = di.target_id
+    WHERE r.id NOT IN (SELECT target_id FROM target_decisions)
+)
+SELECT j.target_id, avg(j.score) AS score, any_value(label.decision) AS decision
+FROM judgments j JOIN label ON label.target_id = j.target_id
+WHERE j.judge_model = ? AND j.rubric = ?
+GROUP BY j.target_id
+ORDER BY j.target_id
 """
 # How many targets have each score (NULL: no verdict on it parsed): the kept share at any
 # threshold without sending a row per target to Python.
@@ -381,7 +394,7 @@ SELECT_JUDGE_SCORE_COUNTS = _JUDGE_TARGETS + """
 SELECT score, count(*) AS n FROM jt GROUP BY score ORDER BY score NULLS LAST
 """
 SELECT_JUDGE_VERDICT_COUNTS = """
-SELECT count(*) AS judgments, count(*) - count(score) AS unparsed
+SELECT count(*) AS judgments, count(*) - count(score) AS unparsed, avg(score) AS mean_score
 FROM judgments WHERE judge_model = ? AND rubric = ?
 """
 # Unlabeled targets nearest the threshold (kept side first on ties, then id).
@@ -403,6 +416,64 @@ FROM (
     GROUP BY target_id, round
     HAVING count(DISTINCT params->>'$.order') = 2
 )
+"""
+
+# --------------------------------------------------------------------------------------------
+# Judgments page
+# --------------------------------------------------------------------------------------------
+
+# Score histogram of one judge and rubric, per response role: one score per target (the mean of
+# its parsed verdicts, as calibration uses), binned server-side; bin_start NULL counts the targets
+# with no parsed verdict. Targets that are not responses (pairs) get the role "(pair)".
+# An empty role list means every role. Bind order: judge_model, rubric, bin width, bin width,
+# roles, roles.
+SELECT_JUDGE_SCORE_HISTOGRAM = """
+WITH jt AS (
+    SELECT target_id, any_value(target_kind) AS target_kind, avg(score) AS score
+    FROM judgments WHERE judge_model = ? AND rubric = ? GROUP BY target_id
+)
+SELECT coalesce(r.role, '(' || jt.target_kind || ')') AS role, floor(jt.score / ?) * ? AS bin_start, count(*) AS n
+FROM jt LEFT JOIN responses r ON r.id = jt.target_id
+WHERE len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], r.role)
+GROUP BY ALL
+ORDER BY role, bin_start NULLS LAST
+"""
+# One page of the targets in one score bin (the same binning as the histogram), or of the targets
+# with no parsed verdict, with their instruction, response and latest verdict (raw text, parse
+# error, rationale). The page is cut before the texts are joined.
+# Bind order: judge_model, rubric, unparsed bin?, bin width, bin width, bin_start, roles, roles,
+# limit, offset, judge_model, rubric.
+SELECT_JUDGE_BIN_SAMPLES = """
+WITH jt AS (
+    SELECT target_id, any_value(target_kind) AS target_kind, avg(score) AS score, count(*) AS n_verdicts,
+           count(*) - count(score) AS n_unparsed
+    FROM judgments WHERE judge_model = ? AND rubric = ? GROUP BY target_id
+), picked AS (
+    SELECT jt.*, r.role, r.instruction_id, r.text AS response
+    FROM jt LEFT JOIN responses r ON r.id = jt.target_id
+    WHERE (CASE WHEN ? THEN jt.score IS NULL ELSE floor(jt.score / ?) * ? = ? END)
+      AND (len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], r.role))
+    ORDER BY jt.score, jt.target_id
+    LIMIT ? OFFSET ?
+), latest AS (
+    SELECT target_id, raw, parse_error, rationale,
+           row_number() OVER (PARTITION BY target_id ORDER BY created_at DESC, id) AS k
+    FROM judgments
+    WHERE judge_model = ? AND rubric = ? AND target_id IN (SELECT target_id FROM picked)
+)
+SELECT p.target_id, p.target_kind, coalesce(p.role, '(' || p.target_kind || ')') AS role, p.score,
+       p.n_verdicts, p.n_unparsed, p.instruction_id, i.text AS instruction, i.input, p.response,
+       v.raw, v.parse_error, v.rationale
+FROM picked p
+LEFT JOIN instructions i ON i.id = p.instruction_id
+LEFT JOIN latest v ON v.target_id = p.target_id AND v.k = 1
+ORDER BY p.score, p.target_id
+"""
+# Instruction and response texts of judged responses (the review candidates of a threshold).
+SELECT_JUDGE_TARGET_TEXTS = """
+SELECT r.id AS target_id, r.role, r.instruction_id, i.text AS instruction, i.input, r.text AS response
+FROM responses r JOIN instructions i ON i.id = r.instruction_id
+WHERE r.id = ANY(?)
 """
 
 # --------------------------------------------------------------------------------------------
@@ -459,10 +530,45 @@ SELECT_JOB_INGEST_COUNTS = """
 SELECT count(*) AS shards, coalesce(sum(n_rows), 0) AS rows, coalesce(sum(n_new), 0) AS new
 FROM job_shards WHERE job_id = ?
 """
+# The responses a judge job scores: those of the given roles, for the selected instructions.
+SELECT_RESPONSES_FOR_JUDGE = """
+SELECT r.id AS response_id, i.text AS instruction, i.input, r.text AS response
+FROM instructions i JOIN responses r ON r.instruction_id = i.id
+WHERE {where} AND list_contains(?, r.role)
+ORDER BY i.rowid, r.rowid
+LIMIT ?
+"""
 # The instructions a generate job answers, in the order Explore shows them.
 SELECT_INSTRUCTIONS_FOR_JOB = """
 SELECT i.id, i.text, i.input, i.system, i.history FROM instructions i WHERE {where} ORDER BY i.rowid LIMIT ?
 """
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+# User model specs as JSON (core.llm.registry.ModelSpec); built-in models are not stored.
+SELECT_MODELS = "SELECT name, spec, created_at FROM models ORDER BY name"
+SELECT_MODEL = "SELECT spec FROM models WHERE name = ?"
+UPSERT_MODEL = "INSERT OR REPLACE INTO models (name, spec) VALUES (?, ?)"
+DELETE_MODEL = "DELETE FROM models WHERE name = ?"
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------
+
+# Both statements read an Arrow table registered as `wanted` (text_hash) or `batch`
+# (text_hash, vector FLOAT[384]), the way the sample inserts read `batch`.
+SELECT_EMBEDDINGS = """
+SELECT e.text_hash, e.vector FROM embeddings e
+WHERE e.model = ? AND e.text_hash IN (SELECT text_hash FROM wanted)
+"""
+INSERT_EMBEDDINGS = """
+INSERT INTO embeddings (text_hash, model, vector)
+SELECT b.text_hash, ?, b.vector FROM batch b
+WHERE b.text_hash NOT IN (SELECT text_hash FROM embeddings WHERE model = ?)
+"""
+COUNT_EMBEDDINGS = "SELECT count(*) FROM embeddings WHERE model = ?"
 
 # --------------------------------------------------------------------------------------------
 # Baselines for bench/ (the same work as plain SQL, to report ratios)
@@ -828,6 +934,26 @@ class Store:
     def pairwise_flips(self, judge_model: str, rubric: str) -> dict:
         return self._dicts(SELECT_PAIRWISE_FLIPS, [judge_model, rubric])[0]
 
+    # -- judgments page -----------------------------------------------------------------------
+
+    def judge_score_histogram(self, judge_model: str, rubric: str, bin_width: float,
+                              roles: list[str]) -> pd.DataFrame:
+        """(role, bin_start, n): judged targets per score bin and role; bin_start NaN = no parsed verdict."""
+        w = float(bin_width)
+        return self._df(SELECT_JUDGE_SCORE_HISTOGRAM, [judge_model, rubric, w, w, list(roles), list(roles)])
+
+    def judge_bin_samples(self, judge_model: str, rubric: str, bin_start: float | None, bin_width: float,
+                          roles: list[str], limit: int, offset: int) -> pd.DataFrame:
+        """One page of the targets in a score bin (bin_start None: those with no parsed verdict)."""
+        w = float(bin_width)
+        unparsed = bin_start is None
+        return self._df(SELECT_JUDGE_BIN_SAMPLES, [
+            judge_model, rubric, unparsed, w, w, 0.0 if unparsed else float(bin_start), list(roles), list(roles),
+            int(limit), int(max(offset, 0)), judge_model, rubric])
+
+    def judge_target_texts(self, target_ids: list[str]) -> pd.DataFrame:
+        return self._df(SELECT_JUDGE_TARGET_TEXTS, [list(target_ids)])
+
     # -- export -------------------------------------------------------------------------------
 
     def export_pairs(self, f: ExploreFilter, roles: list[str], exclude_rejected: bool) -> pd.DataFrame:
@@ -869,9 +995,56 @@ class Store:
     def job_ingest_counts(self, job_id: str) -> dict:
         return self._dicts(SELECT_JOB_INGEST_COUNTS, [job_id])[0]
 
+    def responses_for_judge(self, f: ExploreFilter, roles: list[str], limit: int) -> list[dict]:
+        where, values = self.explore_where(f)
+        return self._dicts(SELECT_RESPONSES_FOR_JUDGE.format(where=where), values + [list(roles), int(limit)])
+
     def instructions_for_job(self, f: ExploreFilter, limit: int) -> list[dict]:
         where, values = self.explore_where(f)
         return self._dicts(SELECT_INSTRUCTIONS_FOR_JOB.format(where=where), values + [int(limit)])
+
+    # -- models -------------------------------------------------------------------------------
+
+    def models(self) -> list[dict]:
+        return self._dicts(SELECT_MODELS)
+
+    def model_spec(self, name: str) -> str | None:
+        rows = self._rows(SELECT_MODEL, [name])
+        return rows[0][0] if rows else None
+
+    def upsert_model(self, name: str, spec_json: str) -> None:
+        with self.transaction() as cur:
+            cur.execute(UPSERT_MODEL, [name, spec_json])
+
+    def delete_model(self, name: str) -> bool:
+        with self.transaction() as cur:
+            return int(cur.execute(DELETE_MODEL, [name]).fetchall()[0][0]) > 0
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    def embeddings(self, model: str, text_hashes: list[str]) -> pa.Table:
+        """Cached vectors for these hashes: an Arrow table (text_hash, vector); missing ones absent."""
+        cur = self.cursor()
+        cur.register("wanted", pa.table({"text_hash": pa.array(list(text_hashes), pa.string())}))
+        try:
+            # A relation, not a DB-API result: DuckDB 2.0 copies rows once more for the latter.
+            return cur.sql(SELECT_EMBEDDINGS, params=[model]).to_arrow_table()
+        finally:
+            cur.unregister("wanted")
+
+    def insert_embeddings(self, model: str, batch: pa.Table) -> int:
+        """Store (text_hash, vector) rows, skipping hashes already cached; returns new rows."""
+        if batch.num_rows == 0:
+            return 0
+        with self.transaction() as cur:
+            cur.register("batch", batch)
+            try:
+                return int(cur.execute(INSERT_EMBEDDINGS, [model, model]).fetchall()[0][0])
+            finally:
+                cur.unregister("batch")
+
+    def count_embeddings(self, model: str) -> int:
+        return int(self._rows(COUNT_EMBEDDINGS, [model])[0][0])
 
     # -- baselines for bench/ -----------------------------------------------------------------
 

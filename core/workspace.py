@@ -22,8 +22,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import calibration as calib
 from core import export as export_mod
 from core import ingest, jobs
+from core import judge as judge_mod
 from core.ids import content_id
 from core.store import BulkUnreadable, ExploreFilter, Store, WorkspaceBusy
 
@@ -43,6 +45,8 @@ def _finished_generations(shard: pa.Table):
 INGEST_TARGETS = {
     "generate": ("responses", ["id", "instruction_id", "role", "text", "n_chars", "model", "round", "method",
                                "params", "meta"], _finished_generations),
+    "judge": ("judgments", ["id", "target_kind", "target_id", "judge_model", "rubric", "kind", "score", "scale_max",
+                            "raw", "parse_error", "rationale", "round", "template_hash", "params"], None),
 }
 
 __all__ = ["Workspace", "WorkspaceBusy", "ExploreFilter", "resolve_workspace_path"]
@@ -245,6 +249,21 @@ class Workspace:
         config = {"model": model, "role": role, "params": params, "round": round, "method": "generate"}
         return self._create_job("generate", input_table(rows), config, shard_size)
 
+    def create_judge_job(self, model: dict, rubric: str, roles: list[str], selection: ExploreFilter | None = None,
+                         params: dict | None = None, limit: int = 1_000_000, round: int = 0,
+                         shard_size: int = 16) -> str:
+        """Snapshot the responses of `roles` in the selection into a new judge job; returns its id."""
+        from core import judge, judge_stage
+        from core.llm.base import GenerationParams
+
+        rubric = judge.get_rubric(rubric).name
+        params = GenerationParams.from_dict(judge_stage.DEFAULT_JUDGE_PARAMS | (params or {})).to_dict()
+        rows = self.store.responses_for_judge(selection or ExploreFilter(), roles, limit)
+        if not rows:
+            raise ValueError(f"the selection holds no response with role {', '.join(roles)}; nothing to judge")
+        config = {"model": model, "rubric": rubric, "roles": roles, "params": params, "round": round}
+        return self._create_job("judge", judge_stage.input_table(rows), config, shard_size)
+
     def _create_job(self, kind: str, table, config: dict, shard_size: int) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         job_id = f"{kind}-{stamp}-{content_id(kind, stamp, json.dumps(config, sort_keys=True, default=str))[:6]}"
@@ -283,6 +302,160 @@ class Workspace:
                     len(jobs.finished_shards(Path(info["dir"]))) > len(self.store.ingested_shards(info["id"])):
                 new += self.ingest_job(info["id"])["new_now"]
         return new
+
+    def job_log(self, job_id: str, max_chars: int = 8000) -> str:
+        """The end of a job's log (at most max_chars characters, starting at a line)."""
+        path = self.job_dir(job_id) / jobs.LOG
+        if not path.exists():
+            return ""
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_chars * 4))
+            text = fh.read().decode("utf-8", errors="replace")
+        if len(text) > max_chars:
+            text = text[-max_chars:]
+            text = text[text.find("\n") + 1:] if "\n" in text else text
+        return text
+
+    def job_ingest_counts(self, job_id: str) -> dict:
+        """Shards of a job ingested so far, their rows and how many of those were new."""
+        return self.store.job_ingest_counts(job_id)
+
+    # -- judges and calibration ---------------------------------------------------------------
+
+    def record_judgments(self, rows) -> int:
+        """Store judgment rows (core.judge row dicts, or judge.judgments_table) in one transaction;
+        returns how many were new (ids are content hashes: recording twice adds nothing)."""
+        table = rows if isinstance(rows, pa.Table) else judge_mod.judgments_table(rows)
+        with self.store.transaction() as cur:
+            return self.store.insert_judgments(cur, table)
+
+    def judges(self):
+        """Every (judge_model, rubric) in the workspace with verdict, unparsed and target counts."""
+        return self.store.judges()
+
+    def judge_evidence(self, judge_model: str, rubric: str) -> calib.JudgeEvidence:
+        """A judge's scores on the human-labeled targets (the latest decision on each target, or on
+        its instruction), its score histogram and verdict counts: everything calibration needs and
+        nothing that depends on the threshold, so a page can cache it."""
+        labels = self.store.judge_labels(judge_model, rubric)
+        verdicts = self.store.judge_verdict_counts(judge_model, rubric)
+        return calib.JudgeEvidence(
+            target_ids=labels["target_id"].tolist(),
+            scores=[None if s is None or s != s else float(s) for s in labels["score"].tolist()],
+            labels=calib.to_labels(labels["decision"]).tolist(),
+            population=self.store.judge_score_counts(judge_model, rubric),
+            n_judgments=int(verdicts["judgments"]), n_failed=int(verdicts["unparsed"]),
+        )
+
+    def calibration(self, judge_model: str, rubric: str, threshold: float, bootstrap: int = 1000,
+                    seed: int = 0) -> calib.Calibration:
+        """How a judge's `score >= threshold` agrees with the human accept/reject labels: precision,
+        recall, agreement, kept share, parse failures and Kendall τ, with intervals; `.sentence()`
+        says it in words."""
+        return self.judge_evidence(judge_model, rubric).calibrate(threshold, bootstrap, seed)
+
+    def calibration_sweep(self, judge_model: str, rubric: str, thresholds=None):
+        """calibration.threshold_sweep over this judge's labeled targets (a DataFrame to plot)."""
+        return self.judge_evidence(judge_model, rubric).sweep(thresholds)
+
+    def review_candidates(self, judge_model: str, rubric: str, threshold: float, k: int = 20):
+        """Unlabeled judged targets nearest the threshold: the labels that narrow the interval most."""
+        if k < 0:
+            raise ValueError(f"k must be non-negative, not {k}")
+        return self.store.judge_review_candidates(judge_model, rubric, threshold, k)
+
+    def flip_rate(self, judge_model: str, rubric: str = "pairwise") -> calib.Proportion:
+        """Share of pairs judged in both orders whose verdict changed with the order."""
+        counts = self.store.pairwise_flips(judge_model, rubric)
+        return calib.proportion(int(counts["flipped"]), int(counts["pairs"]))
+
+    def judge_score_histogram(self, judge_model: str, rubric: str, bin_width: float = 1.0,
+                              roles: list[str] | None = None):
+        """Judged targets per (role, score bin) as a DataFrame (role, bin_start, n), computed in
+        DuckDB. A target's score is the mean of its parsed verdicts; bin_start is NaN for targets
+        with no parsed verdict. roles: only responses of these roles (None or empty: all)."""
+        if not bin_width or bin_width <= 0:
+            raise ValueError(f"bin_width must be positive, not {bin_width}")
+        return self.store.judge_score_histogram(judge_model, rubric, bin_width, list(roles or []))
+
+    def judge_bin_samples(self, judge_model: str, rubric: str, bin_start: float | None, bin_width: float = 1.0,
+                          roles: list[str] | None = None, page: int = 0, page_size: int = 50):
+        """One page (at most 50) of the judged targets in the score bin starting at bin_start (the
+        binning of judge_score_histogram), or with bin_start None those with no parsed verdict:
+        target, role, score, instruction, response and the latest verdict (raw, parse error)."""
+        if not bin_width or bin_width <= 0:
+            raise ValueError(f"bin_width must be positive, not {bin_width}")
+        if not 1 <= page_size <= 50:
+            raise ValueError(f"page_size must be between 1 and 50, not {page_size}")
+        return self.store.judge_bin_samples(judge_model, rubric, bin_start, bin_width, list(roles or []),
+                                            page_size, max(0, page) * page_size)
+
+    def review_queue(self, judge_model: str, rubric: str, threshold: float, k: int = 20):
+        """review_candidates with each target's role, instruction and response text."""
+        candidates = self.review_candidates(judge_model, rubric, threshold, k)
+        if candidates.empty:
+            return candidates
+        texts = self.store.judge_target_texts(candidates["target_id"].tolist())
+        return candidates.merge(texts, on="target_id", how="left")
+
+    # -- models and embeddings ----------------------------------------------------------------
+
+    def models(self):
+        """Every model this workspace can use: the built-ins, then user specs by name."""
+        from core.llm.registry import ModelSpec, builtin_specs
+
+        return builtin_specs() + [ModelSpec.from_json(row["spec"]) for row in self.store.models()]
+
+    def model(self, name: str):
+        """One model spec by name (built-in or user); a ValueError names the known ones."""
+        from core.llm.registry import BUILTIN_SPECS, ModelSpec
+
+        if name in BUILTIN_SPECS:
+            return BUILTIN_SPECS[name]
+        spec_json = self.store.model_spec(name)
+        if spec_json is None:
+            known = ", ".join(spec.name for spec in self.models())
+            raise ValueError(f"no model named {name!r} in this workspace; known models: {known}")
+        return ModelSpec.from_json(spec_json)
+
+    def add_model(self, spec, replace: bool = False):
+        """Register a model spec (a ModelSpec or its dict). A local folder must exist and hold
+        config.json and safetensors weights. Built-in names are taken; an existing user spec is
+        replaced only with replace=True. Returns the stored spec."""
+        from core.llm.registry import BUILTIN_SPECS, ModelSpec
+
+        spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
+        if spec.name in BUILTIN_SPECS:
+            raise ValueError(f"{spec.name!r} is a built-in model; give yours another name")
+        if not replace and self.store.model_spec(spec.name) is not None:
+            raise ValueError(f"a model named {spec.name!r} exists already (pass replace=True to change it)")
+        spec.check_files()
+        self.store.upsert_model(spec.name, spec.to_json())
+        return spec
+
+    def remove_model(self, name: str) -> None:
+        from core.llm.registry import BUILTIN_SPECS
+
+        if name in BUILTIN_SPECS:
+            raise ValueError(f"{name!r} is a built-in model and cannot be removed")
+        if not self.store.delete_model(name):
+            raise ValueError(f"no model named {name!r} in this workspace")
+
+    def load_model(self, name: str):
+        """A loaded backend (core.llm.base.Backend) for a model of this workspace; close it after use."""
+        from core.llm.registry import load_backend
+
+        return load_backend(self.model(name))
+
+    def embed(self, texts):
+        """Unit-length all-MiniLM-L6-v2 vectors (N × 384), cached in the catalog by text hash."""
+        if getattr(self, "_embedder", None) is None:
+            from core.embed import Embedder
+
+            self._embedder = Embedder(self.store)
+        return self._embedder.embed(texts)
 
     def rejects(self, limit: int = 500):
         return self.store.rejects(limit)

@@ -1,0 +1,416 @@
+"""How far to trust a judge: its scores against human accept/reject labels. Pure numpy/pandas.
+
+DESIGN.md §6: beside every judge score the UI shows its parse-failure rate, order-flip rate,
+precision/recall at the chosen threshold and Kendall τ with human ratings, each with a
+confidence interval from the number of labels, and offers the samples whose labels would
+narrow the interval most. Self-curation by a weak model is noisy (Humpback reports precision
+0.44 for its seed model), so these numbers decide whether a threshold can be trusted.
+
+Conventions:
+- A target is *kept* when its score is ≥ the threshold. A target whose verdict did not parse
+  (score NaN/None) is not kept, exactly as the curation filter `score >= t` treats NULL, so
+  precision and recall describe the filter as it will actually run.
+- Labels: 1/True/'accept' = the human keeps it; 0/False/'reject' = the human drops it.
+- Proportions carry a Wilson 95% interval (good at small n and near 0 or 1, unlike the normal
+  approximation). Kendall τ-b carries a seeded percentile bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Calibration", "JudgeEvidence", "Proportion", "Tau", "Z95", "calibrate", "confusion", "kendall_tau", "kendall_tau_b",
+    "kept_share", "parse_failure_rate", "proportion", "review_candidates", "threshold_sweep",
+    "to_labels", "wilson_interval",
+]
+
+Z95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
+_LABELS = {"accept": 1, "reject": 0, True: 1, False: 0}  # 1 and 0 (and 1.0) hash like True and False
+# Above this many cells the contingency-table τ is replaced by the O(n²) pair count.
+_MAX_TABLE_CELLS = 4_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Proportions with Wilson intervals
+# --------------------------------------------------------------------------------------------
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials. With n = 0 nothing is known: (0, 1)."""
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k out of n, with a Wilson 95% interval; `value` is None when n = 0."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float | None:
+        return self.k / self.n if self.n else None
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width: the "± 0.07" in a sentence (Wilson is not symmetric)."""
+        return (self.high - self.low) / 2
+
+    def __str__(self) -> str:
+        if not self.n:
+            return "n/a (n = 0)"
+        return f"{self.value:.2f} ± {self.half_width:.2f} ({self.k}/{self.n})"
+
+
+def proportion(k: int, n: int, z: float = Z95) -> Proportion:
+    low, high = wilson_interval(int(k), int(n), z)
+    return Proportion(int(k), int(n), low, high)
+
+
+def parse_failure_rate(n_failed: int, n_total: int) -> Proportion:
+    """Share of verdicts that did not parse (stored with score NULL and a parse error)."""
+    return proportion(n_failed, n_total)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+def to_labels(labels: Iterable) -> np.ndarray:
+    """1/0 from accept/reject, True/False or 1/0; anything else is an error, never a guess."""
+    out = []
+    for value in labels:
+        key = value.item() if isinstance(value, np.generic) else value
+        if isinstance(key, str):
+            key = key.strip().lower()
+        if key not in _LABELS:
+            raise ValueError(f"a label must be accept/reject, 1/0 or True/False, not {value!r}")
+        out.append(_LABELS[key])
+    return np.asarray(out, dtype=np.int64)
+
+
+def _scores(scores: Iterable) -> np.ndarray:
+    """Scores as floats; None (an unparsed verdict) becomes NaN."""
+    return np.asarray([np.nan if s is None else float(s) for s in scores], dtype=np.float64)
+
+
+def _aligned(scores: Iterable, labels: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    s, y = _scores(scores), to_labels(labels)
+    if len(s) != len(y):
+        raise ValueError(f"{len(s)} scores but {len(y)} labels: they must be for the same targets")
+    return s, y
+
+
+def _population(population) -> tuple[np.ndarray, np.ndarray]:
+    """(score values, counts) from scores (one per target) or a histogram with columns score, n."""
+    if isinstance(population, pd.DataFrame):
+        values = pd.to_numeric(population["score"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        return values, population["n"].to_numpy(dtype=np.int64)
+    values = _scores(population)
+    return values, np.ones(len(values), dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics at one threshold
+# --------------------------------------------------------------------------------------------
+
+def confusion(scores: Iterable, labels: Iterable, threshold: float) -> dict[str, int]:
+    """tp/fp/fn/tn of the filter `score >= threshold` against human labels (NaN = not kept)."""
+    s, y = _aligned(scores, labels)
+    with np.errstate(invalid="ignore"):
+        kept = np.nan_to_num(s, nan=-np.inf) >= threshold
+    return {
+        "tp": int(np.sum(kept & (y == 1))),
+        "fp": int(np.sum(kept & (y == 0))),
+        "fn": int(np.sum(~kept & (y == 1))),
+        "tn": int(np.sum(~kept & (y == 0))),
+    }
+
+
+def kept_share(population, threshold: float) -> Proportion:
+    """Share of judged targets the threshold keeps (unparsed ones count as judged, not kept)."""
+    values, counts = _population(population)
+    return _kept(values, counts, threshold)
+
+
+def _kept(values: np.ndarray, counts: np.ndarray, threshold: float) -> Proportion:
+    kept = np.nan_to_num(values, nan=-np.inf) >= threshold
+    return proportion(int(counts[kept].sum()), int(counts.sum()))
+
+
+# --------------------------------------------------------------------------------------------
+# Kendall τ-b with a bootstrap interval
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tau:
+    value: float   # NaN when undefined (fewer than 2 pairs, or one side constant)
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        if math.isnan(self.value):
+            return f"n/a (n = {self.n})"
+        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}] (n = {self.n})"
+
+
+def _tau_from_table(table: np.ndarray) -> float:
+    """τ-b from a contingency table of x ranks (rows) by y ranks (columns).
+
+    Concordant pairs: a cell times everything strictly below-right of it; discordant: times
+    everything strictly below-left. Ties in x (same row) and y (same column) enter the
+    denominator as in Kendall (1945): τ_b = (C − D) / sqrt((n0 − n1)(n0 − n2))."""
+    n = table.sum()
+    rows, cols = table.shape
+    # below_right[i, j] = sum of table[i+1:, j+1:]; below_left[i, j] = sum of table[i+1:, :j]
+    suffix = table[::-1, ::-1].cumsum(0).cumsum(1)[::-1, ::-1]  # sum of table[i:, j:]
+    below_right = np.zeros_like(table)
+    below_right[:-1, :-1] = suffix[1:, 1:]
+    rows_below = table[::-1].cumsum(0)[::-1]                   # sum of table[i:, j]
+    left = np.zeros_like(table)
+    left[:-1, 1:] = rows_below[1:, :-1].cumsum(1)              # sum of table[i+1:, :j]
+    concordant = float((table * below_right).sum())
+    discordant = float((table * left).sum())
+    n0 = n * (n - 1) / 2
+    n1 = float((table.sum(1) * (table.sum(1) - 1) / 2).sum())
+    n2 = float((table.sum(0) * (table.sum(0) - 1) / 2).sum())
+    denom = math.sqrt(max(n0 - n1, 0) * max(n0 - n2, 0))
+    return (concordant - discordant) / denom if denom > 0 else math.nan
+
+
+def _tau_pairs(x: np.ndarray, y: np.ndarray) -> float:
+    """τ-b by counting pairs directly, in chunks (for data with too many distinct values)."""
+    num = tx = ty = 0.0
+    for start in range(0, len(x), 1024):
+        dx = np.sign(x[start:start + 1024, None] - x[None, :])
+        dy = np.sign(y[start:start + 1024, None] - y[None, :])
+        num += float((dx * dy).sum())
+        tx += float((dx != 0).sum())
+        ty += float((dy != 0).sum())
+    return num / math.sqrt(tx * ty) if tx > 0 and ty > 0 else math.nan
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    uniq, inverse = np.unique(values, return_inverse=True)
+    return inverse.ravel(), len(uniq)
+
+
+def kendall_tau_b(x: Iterable, y: Iterable) -> float:
+    """Kendall's τ-b (ties handled); pairs with a NaN on either side are left out."""
+    xa, ya = _scores(x), _scores(y)
+    keep = ~(np.isnan(xa) | np.isnan(ya))
+    xa, ya = xa[keep], ya[keep]
+    if len(xa) < 2:
+        return math.nan
+    xi, ux = _codes(xa)
+    yi, uy = _codes(ya)
+    if ux * uy > _MAX_TABLE_CELLS:
+        return _tau_pairs(xa, ya)
+    table = np.bincount(xi * uy + yi, minlength=ux * uy).reshape(ux, uy).astype(np.float64)
+    return _tau_from_table(table)
+
+
+def kendall_tau(scores: Iterable, ratings: Iterable, bootstrap: int = 1000, seed: int = 0,
+                level: float = 0.95) -> Tau:
+    """τ-b between judge scores and human ratings, with a percentile bootstrap interval
+    (resampling targets with replacement, seeded, so the same data gives the same interval)."""
+    xa, ya = _scores(scores), _scores(ratings)
+    if len(xa) != len(ya):
+        raise ValueError(f"{len(xa)} scores but {len(ya)} ratings")
+    keep = ~(np.isnan(xa) | np.isnan(ya))
+    xa, ya = xa[keep], ya[keep]
+    n = len(xa)
+    value = kendall_tau_b(xa, ya)
+    if math.isnan(value) or bootstrap <= 0:
+        return Tau(value, math.nan, math.nan, n)
+    rng = np.random.default_rng(seed)
+    xi, ux = _codes(xa)
+    yi, uy = _codes(ya)
+    small = ux * uy <= _MAX_TABLE_CELLS
+    draws = np.empty(bootstrap)
+    for b in range(bootstrap):
+        idx = rng.integers(0, n, n)
+        if small:
+            table = np.bincount(xi[idx] * uy + yi[idx], minlength=ux * uy).reshape(ux, uy)
+            draws[b] = _tau_from_table(table.astype(np.float64))
+        else:
+            draws[b] = _tau_pairs(xa[idx], ya[idx])
+    draws = draws[~np.isnan(draws)]
+    if len(draws) == 0:
+        return Tau(value, math.nan, math.nan, n)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha])
+    return Tau(value, float(low), float(high), n)
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration at a threshold, sweeps, and what to review next
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    n_labels: int            # targets with a judge verdict and a human accept/reject
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: Proportion    # of the labeled targets kept, the share humans accept
+    recall: Proportion       # of the labeled targets humans accept, the share kept
+    agreement: Proportion    # share of labeled targets where keep/drop matches the human
+    kept: Proportion         # share of all judged targets the threshold keeps
+    parse_failures: Proportion  # share of verdicts that did not parse
+    kendall: Tau             # judge score vs human label, over labeled targets with a score
+
+    def sentence(self) -> str:
+        """E.g. "score ≥ 4 keeps 61% at precision 0.82 ± 0.07 on 48 labels"."""
+        head = f"score ≥ {self.threshold:g}"
+        if self.kept.n == 0:
+            return f"{head}: nothing has been judged yet"
+        head += f" keeps {_percent(self.kept.value)}"
+        labels = f"{self.n_labels} label{'s' if self.n_labels != 1 else ''}"
+        if self.n_labels == 0:
+            return f"{head}; no human labels yet to say at what precision"
+        if self.precision.n == 0:
+            return f"{head}; none of the {labels} is at or above it, so precision is unknown"
+        return f"{head} at precision {self.precision.value:.2f} ± {self.precision.half_width:.2f} on {labels}"
+
+    def as_dict(self) -> dict:
+        def p(x: Proportion) -> dict:
+            return {"value": x.value, "low": x.low, "high": x.high, "k": x.k, "n": x.n}
+        return {
+            "threshold": self.threshold, "n_labels": self.n_labels,
+            "confusion": {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn},
+            "precision": p(self.precision), "recall": p(self.recall), "agreement": p(self.agreement),
+            "kept": p(self.kept), "parse_failures": p(self.parse_failures),
+            "kendall_tau": {"value": self.kendall.value, "low": self.kendall.low, "high": self.kendall.high,
+                            "n": self.kendall.n},
+            "sentence": self.sentence(),
+        }
+
+
+def _percent(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    if 0 < x < 0.005:
+        return "<1%"
+    if 0.995 < x < 1:
+        return ">99%"
+    return f"{100 * x:.0f}%"
+
+
+def calibrate(scores: Iterable, labels: Iterable, threshold: float, *, population=None,
+              n_judgments: int | None = None, n_failed: int | None = None,
+              bootstrap: int = 1000, seed: int = 0) -> Calibration:
+    """A judge against human labels at one threshold.
+
+    scores, labels: one entry per labeled target (score None/NaN where the verdict did not parse).
+    population: every judged target's score (or a histogram DataFrame with columns score, n) for
+    the kept share; defaults to the labeled targets. n_judgments / n_failed: verdict counts for
+    the parse-failure rate; default to the population's targets and its NaN scores."""
+    s, y = _aligned(scores, labels)
+    c = confusion(s, y, threshold)
+    pop = s if population is None else population
+    if n_judgments is None or n_failed is None:
+        values, counts = _population(pop)
+        n_judgments = int(counts.sum())
+        n_failed = int(counts[np.isnan(values)].sum())
+    return Calibration(
+        threshold=float(threshold),
+        n_labels=len(y),
+        precision=proportion(c["tp"], c["tp"] + c["fp"]),
+        recall=proportion(c["tp"], c["tp"] + c["fn"]),
+        agreement=proportion(c["tp"] + c["tn"], len(y)),
+        kept=kept_share(pop, threshold),
+        parse_failures=parse_failure_rate(n_failed, n_judgments),
+        kendall=kendall_tau(s, y, bootstrap=bootstrap, seed=seed),
+        **c,
+    )
+
+
+@dataclass(frozen=True)
+class JudgeEvidence:
+    """What calibration needs about one judge and rubric, none of it depending on the threshold:
+    fetch it once (a page caches it) and move the threshold slider at the cost of numpy only."""
+
+    target_ids: list[str]      # labeled targets
+    scores: list[float | None]  # their judge scores (None: no verdict on it parsed)
+    labels: list[int]           # their human labels, 1 accept / 0 reject
+    population: pd.DataFrame    # every judged target: columns score (NaN: unparsed), n
+    n_judgments: int            # verdicts, for the parse-failure rate
+    n_failed: int
+
+    def calibrate(self, threshold: float, bootstrap: int = 1000, seed: int = 0) -> Calibration:
+        return calibrate(self.scores, self.labels, threshold, population=self.population,
+                         n_judgments=self.n_judgments, n_failed=self.n_failed, bootstrap=bootstrap, seed=seed)
+
+    def sweep(self, thresholds: Iterable[float] | None = None) -> pd.DataFrame:
+        return threshold_sweep(self.scores, self.labels, thresholds, population=self.population)
+
+
+SWEEP_COLUMNS = [
+    "threshold", "kept_share", "n_kept", "n_labels",
+    "precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high",
+    "agreement", "agreement_low", "agreement_high",
+]
+
+
+def threshold_sweep(scores: Iterable, labels: Iterable, thresholds: Iterable[float] | None = None,
+                    population=None) -> pd.DataFrame:
+    """One row per threshold (default: every distinct parsed score), for a precision/recall/kept
+    plot with interval bands. Metrics with no labels to stand on are NaN."""
+    s, y = _aligned(scores, labels)
+    pop = s if population is None else population
+    values, counts = _population(pop)
+    if thresholds is None:
+        both = np.concatenate([values, s])
+        thresholds = np.unique(both[~np.isnan(both)])
+    rows = []
+    for t in thresholds:
+        c = confusion(s, y, float(t))
+        kept = _kept(values, counts, float(t))
+        row = {"threshold": float(t), "kept_share": kept.value if kept.n else np.nan, "n_kept": kept.k,
+               "n_labels": len(y)}
+        for name, k, n in (("precision", c["tp"], c["tp"] + c["fp"]), ("recall", c["tp"], c["tp"] + c["fn"]),
+                           ("agreement", c["tp"] + c["tn"], len(y))):
+            p = proportion(k, n)
+            row[name] = p.value if n else np.nan
+            row[f"{name}_low"], row[f"{name}_high"] = (p.low, p.high) if n else (np.nan, np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def review_candidates(scores: Mapping[str, float | None] | pd.Series, labels: Mapping | Iterable[str],
+                      threshold: float, k: int = 20) -> pd.DataFrame:
+    """The k unlabeled targets nearest the threshold: where the judge is least sure and a human
+    label most changes precision and recall. Ties: kept side first (each of those labels adds to
+    the precision count), then target id (a content hash: a fair shuffle that stays put)."""
+    if k < 0:
+        raise ValueError(f"k must be non-negative, not {k}")
+    series = scores if isinstance(scores, pd.Series) else pd.Series(dict(scores), dtype=object)
+    labeled = set(labels.keys() if isinstance(labels, Mapping) else labels)
+    frame = pd.DataFrame({"target_id": series.index.astype(str),
+                          "score": pd.to_numeric(series.to_numpy(), errors="coerce")})
+    frame = frame[frame["score"].notna() & ~frame["target_id"].isin(labeled)].copy()
+    frame["distance"] = (frame["score"] - threshold).abs()
+    frame["kept"] = frame["score"] >= threshold
+    frame = frame.sort_values(["distance", "kept", "target_id"], ascending=[True, False, True], kind="stable")
+    return frame.head(k).reset_index(drop=True)

@@ -1,0 +1,50 @@
+"""Judge stage: a judge model scores responses on a pointwise rubric, as a job.
+
+Input rows: response_id, instruction, input, response. Output rows: the `judgments` table's
+columns (raw verdict always kept; an unparsable verdict has score NULL and a parse error) plus
+the judge's token count. Prompts and parsers live in core.prompts / core.parsers / core.judge.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from core import judge
+from core.llm.base import GenerationParams
+
+# Judges decode greedily by default: a verdict should not depend on a sampling draw.
+DEFAULT_JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 256}
+
+
+def input_table(rows: list[dict]) -> pa.Table:
+    return pa.table({
+        "response_id": [r["response_id"] for r in rows],
+        "instruction": [r["instruction"] for r in rows],
+        "input": [r.get("input") or "" for r in rows],
+        "response": [r["response"] for r in rows],
+    })
+
+
+def run_shard(ctx, rows: pa.Table) -> pa.Table:
+    config = ctx.config
+    rubric = judge.get_rubric(config["rubric"])
+    if rubric.kind != "pointwise":
+        raise ValueError(f"the judge job runs pointwise rubrics; {rubric.name!r} is {rubric.kind}")
+    params = GenerationParams.from_dict(config["params"])
+    items = rows.to_pylist()
+    template_hash = rubric.template_hash
+    conversations = judge.build_pointwise_requests(items, rubric)
+    generations = ctx.backend.generate(conversations, params)
+    raws = [samples[0].text if samples[0].ok else "" for samples in generations]
+    table = judge.judgments_table(judge.judgment_rows(
+        rubric, config["model"]["name"], [it["response_id"] for it in items], raws,
+        round=int(config.get("round", 0)), params=params.to_dict(), template_hash=template_hash))
+    failed = sum(1 for samples in generations if not samples[0].ok)
+    if failed:
+        ctx.log(f"{failed} of {len(items)} judge calls did not finish: {json.dumps(generations[0][0].error)}")
+    # Token count per judgment row: the judge's output tokens (aspect rows repeat the call's).
+    by_target = {it["response_id"]: samples[0].n_tokens for it, samples in zip(items, generations, strict=True)}
+    return table.append_column("n_tokens", pa.array([by_target.get(t, 0) for t in table["target_id"].to_pylist()],
+                                                     pa.int64()))

@@ -1,0 +1,221 @@
+"""Jobs as real subprocesses on the tiny-random model: generate, judge, kill, resume, cancel, fail."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO, write_jsonl
+from core import jobs
+from core.store import ExploreFilter
+from core.workspace import Workspace
+
+TINY = {"max_tokens": 8, "temperature": 1.0, "seed": 7}
+
+
+@pytest.fixture
+def prompts_ws(tmp_path):
+    rows = [{"instruction": f"Write a short note number {i} about tea.", "task": "creative_writing"} for i in range(48)]
+    ws = Workspace(tmp_path / "ws")
+    ws.import_paths([write_jsonl(tmp_path / "prompts.jsonl", rows)], "prompts")
+    yield ws
+    ws.close()
+
+
+def tiny_spec(ws):
+    return ws.model("tiny-random").to_dict()
+
+
+def shard_instruction_ids(job_dir) -> list[str]:
+    ids = []
+    for path in jobs.finished_shards(job_dir):
+        ids.extend(pq.read_table(path)["instruction_id"].to_pylist())
+    return ids
+
+
+def test_generate_job_writes_shards_and_ingests_responses_with_lineage(prompts_ws):
+    ws = prompts_ws
+    job_id = ws.create_generate_job(tiny_spec(ws), "student", ExploreFilter(datasets=["prompts"]),
+                                    params=TINY | {"n": 2}, limit=6, round=1, shard_size=2)
+    job_dir = ws.job_dir(job_id)
+    assert jobs.status(job_dir) == "pending"
+    proc = jobs.launch(job_dir)
+    info = jobs.wait(job_dir, timeout=120)
+    proc.wait(timeout=30)
+    assert info["status"] == "done", (job_dir / jobs.LOG).read_text()
+    assert len(jobs.finished_shards(job_dir)) == 3
+    progress = json.loads((job_dir / jobs.PROGRESS).read_text())
+    assert progress["done"] == progress["total"] == 6 and progress["tokens"] > 0
+
+    result = ws.ingest_job(job_id)
+    assert result["shards"] == 3 and result["new"] > 0
+    page = ws.explore_page(ExploreFilter(roles=["student"]), page_size=50)
+    assert len(page) == 6
+    sample = ws.sample(page["id"][0])
+    student = [r for r in sample["responses"] if r["role"] == "student"]
+    assert 1 <= len(student) <= 2  # n=2; identical samples are one response
+    assert all(r["model"] == "tiny-random" and r["round"] == 1 and r["method"] == "generate" for r in student)
+    assert json.loads(student[0]["params"])["seed"] == 7
+    assert json.loads(student[0]["meta"])["finish_reason"] in ("stop", "length")
+    # Ingesting again adds nothing: shards are recorded with their rows.
+    again = ws.ingest_job(job_id)
+    assert again["new_now"] == 0 and ws.stats()["responses"] == result["new"]
+
+
+def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(prompts_ws):
+    ws = prompts_ws
+    job_id = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"max_tokens": 24}, shard_size=2)
+    job_dir = ws.job_dir(job_id)
+    jobs.launch(job_dir)
+    deadline = time.time() + 120
+    while len(jobs.finished_shards(job_dir)) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    jobs.kill(job_dir)
+    time.sleep(0.5)
+    killed_at = len(jobs.finished_shards(job_dir))
+    assert jobs.status(job_dir) == "stopped"
+    assert 3 <= killed_at < 24, "the kill should land mid-run"
+    # Ingest what exists, as the owner would while the job runs.
+    first = ws.ingest_job(job_id)
+    assert first["shards"] == killed_at
+
+    jobs.launch(job_dir)
+    info = jobs.wait(job_dir, timeout=180)
+    assert info["status"] == "done", (job_dir / jobs.LOG).read_text()
+    assert not list((job_dir / jobs.SHARDS).glob("*.tmp")), "no half-written shard is left"
+    ids = shard_instruction_ids(job_dir)
+    assert len(ids) == len(set(ids)) == 48, "every instruction answered exactly once across both runs"
+    final = ws.ingest_job(job_id)
+    assert final["shards"] == 24
+    responses = ws.explore_count(ExploreFilter(roles=["student"]))
+    assert responses == 48
+    assert ws.stats()["responses"] == final["new"]
+
+
+def test_cancel_stops_cleanly_and_resume_finishes(prompts_ws):
+    ws = prompts_ws
+    job_id = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"max_tokens": 24}, shard_size=2)
+    job_dir = ws.job_dir(job_id)
+    jobs.launch(job_dir)
+    while not jobs.finished_shards(job_dir):
+        time.sleep(0.05)
+    jobs.cancel(job_dir)
+    info = jobs.wait(job_dir, timeout=60)
+    assert info["status"] == "cancelled"
+    assert info["done"] < 48
+    jobs.launch(job_dir)
+    assert jobs.wait(job_dir, timeout=180)["status"] == "done"
+    assert len(set(shard_instruction_ids(job_dir))) == 48
+
+
+def test_a_failing_model_marks_the_job_failed_with_its_reason(prompts_ws, tmp_path):
+    ws = prompts_ws
+    missing = {"name": "gone", "backend": "hf", "path": str(tmp_path / "no-such-model")}
+    job_id = ws.create_generate_job(missing, "student", params=TINY, limit=4)
+    job_dir = ws.job_dir(job_id)
+    jobs.launch(job_dir)
+    info = jobs.wait(job_dir, timeout=60)
+    assert info["status"] == "failed"
+    assert "no folder" in info["error"]
+    assert not jobs.finished_shards(job_dir)
+
+
+def test_judge_job_stores_raw_verdicts_and_null_scores_never_zero(prompts_ws):
+    ws = prompts_ws
+    gen = ws.create_generate_job(tiny_spec(ws), "student", params=TINY, limit=4, shard_size=4)
+    jobs.launch(ws.job_dir(gen))
+    assert jobs.wait(ws.job_dir(gen), timeout=120)["status"] == "done"
+    ws.ingest_job(gen)
+    judge_id = ws.create_judge_job(tiny_spec(ws), "pointwise_10", ["student"], params={"max_tokens": 12})
+    jobs.launch(ws.job_dir(judge_id))
+    assert jobs.wait(ws.job_dir(judge_id), timeout=120)["status"] == "done"
+    ws.ingest_job(judge_id)
+    rows = ws.store._dicts("SELECT score, raw, parse_error, template_hash FROM judgments")
+    assert len(rows) == ws.explore_count(ExploreFilter(roles=["student"])) or len(rows) >= 4
+    for row in rows:
+        assert row["raw"] is not None and row["template_hash"]
+        assert (row["score"] is None) == (row["parse_error"] is not None)
+        assert row["score"] != 0
+
+
+def test_cli_generate_and_judge_end_to_end(prompts_ws):
+    root = prompts_ws.root
+    prompts_ws.close()
+    env = os.environ | {"WINNOW_WORKSPACE": str(root)}
+
+    def winnow(*args):
+        return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=240)
+
+    result = winnow("generate", "--model", "tiny-random", "--role", "student", "--limit", "3", "--max-tokens", "8",
+                    "--seed", "1", "--shard-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert "done 3/3" in result.stderr and "rows from 2 shards" in result.stdout
+    result = winnow("judge", "--judge", "tiny-random", "--rubric", "pointwise_5", "--role", "student",
+                    "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert "judgments" in result.stdout and "unparsable" in result.stdout
+    listed = winnow("jobs", "list")
+    assert listed.returncode == 0 and listed.stdout.count("done") == 2
+    # A job that is not running can be resumed: nothing left to do, nothing added.
+    job_id = listed.stdout.split()[0]
+    resumed = winnow("jobs", "resume", job_id)
+    assert resumed.returncode == 0 and resumed.stdout.rstrip().endswith(", 0 new"), resumed.stdout
+
+
+def test_sigterm_then_resume_leaves_only_whole_shards(prompts_ws):
+    """SIGTERM (a machine shutting down) may cut a shard write; resume clears it and completes."""
+    ws = prompts_ws
+    job_id = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"max_tokens": 24}, shard_size=4)
+    job_dir = ws.job_dir(job_id)
+    proc = jobs.launch(job_dir)
+    while not jobs.finished_shards(job_dir):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert jobs.status(job_dir) == "stopped"
+    jobs.launch(job_dir)
+    assert jobs.wait(job_dir, timeout=180)["status"] == "done"
+    assert not list((job_dir / jobs.SHARDS).glob("*.tmp"))
+    ids = shard_instruction_ids(job_dir)
+    assert len(ids) == len(set(ids)) == 48
+
+
+@pytest.mark.slow
+def test_smollm2_generates_and_judges_eight_prompts_through_real_jobs(tmp_path):
+    """Integration: the built-in SmolLM2-135M-Instruct answers 8 eval prompts and judges them."""
+    from core.demo import EVAL_FILE
+
+    ws = Workspace(tmp_path / "ws")
+    try:
+        ws.import_paths([EVAL_FILE], "eval", fmt="prompts")
+        spec = ws.model("smollm2-135m-instruct").to_dict()
+        gen = ws.create_generate_job(spec, "student", params={"max_tokens": 48, "temperature": 0.7, "top_p": 0.9,
+                                                              "seed": 3}, limit=8, shard_size=4)
+        jobs.launch(ws.job_dir(gen))
+        info = jobs.wait(ws.job_dir(gen), timeout=600)
+        assert info["status"] == "done", (ws.job_dir(gen) / jobs.LOG).read_text()
+        assert ws.ingest_job(gen)["new"] == 8
+        answers = ws.store._dicts("SELECT text FROM responses WHERE role = 'student'")
+        assert len(answers) == 8 and all(len(a["text"].split()) >= 3 for a in answers)
+
+        judge = ws.create_judge_job(spec, "pointwise_10", ["student"], params={"max_tokens": 96}, shard_size=4)
+        jobs.launch(ws.job_dir(judge))
+        info = jobs.wait(ws.job_dir(judge), timeout=600)
+        assert info["status"] == "done", (ws.job_dir(judge) / jobs.LOG).read_text()
+        ws.ingest_job(judge)
+        counts = ws.store.judge_verdict_counts("smollm2-135m-instruct", "pointwise_10")
+        assert counts["judgments"] == 8
+        rows = ws.store._dicts("SELECT score, parse_error FROM judgments")
+        parsed = [r["score"] for r in rows if r["score"] is not None]
+        assert all(1 <= s <= 10 for s in parsed)
+        assert sum(r["parse_error"] is not None for r in rows) == counts["unparsed"]
+    finally:
+        ws.close()
