@@ -11,7 +11,7 @@ ws = ui.workspace()
 stats = ws.stats()
 
 st.title("Winnow")
-st.caption("Curate instruction-tuning and preference data: import, explore, review, export.")
+st.caption("Curate instruction-tuning and preference data: import, explore, review, generate, judge, export.")
 st.text("Workspace")
 st.code(stats["workspace"], language=None)
 
@@ -41,6 +41,17 @@ else:
     with right:
         st.page_link("pages/1_Import.py", label="Import more data", icon=":material/upload_file:")
         st.caption("Files are validated and previewed before anything is written.")
+    left, mid, right = st.columns(3)
+    with left:
+        st.page_link("pages/4_Models.py", label="Models", icon=":material/smart_toy:")
+        st.caption("Built-in and your own models (local folders or OpenAI-compatible servers); try a prompt.")
+    with mid:
+        st.page_link("pages/5_Jobs.py", label="Generate or judge responses", icon=":material/rocket_launch:")
+        st.caption("Jobs run in their own processes: live progress, logs, cancel and resume.")
+    with right:
+        st.page_link("pages/6_Judgments.py", label="Check the judges", icon=":material/balance:")
+        st.caption("Score histograms, parse failures, and precision against your labels at a threshold."
+                   if stats["judgments"] else "Once a judge job has run: how far its scores can be trusted.")
     if stats["import_rejects"]:
         st.warning(f"{int(stats['import_rejects']):,} rows were rejected on import; "
                    "the Import page lists them with file, line and reason.")

@@ -261,3 +261,122 @@ def md_escape(text: Any) -> str:
     become line breaks."""
     escaped = _MD_SPECIAL.sub(r"\\\1", str(text))
     return escaped.replace("\r\n", "\n").replace("\n", "  \n")
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def _close_backend(backend) -> None:
+    backend.close()
+
+
+@st.cache_resource(show_spinner=False, max_entries=2, on_release=_close_backend)
+def _loaded_backend(spec_json: str):
+    # Keyed by the spec's JSON, so a changed spec loads afresh; at most two models stay loaded
+    # (the oldest is closed, freeing its memory).
+    from core.llm.registry import ModelSpec, load_backend
+
+    return load_backend(ModelSpec.from_json(spec_json))
+
+
+def loaded_backend(spec):
+    """The loaded backend of a ModelSpec, shared by every session of this server process."""
+    return _loaded_backend(spec.to_json())
+
+
+def models_frame(specs) -> pd.DataFrame:
+    """One row per model spec: where it lives and how it is run (never an API key, only its variable)."""
+    return pd.DataFrame([{
+        "name": s.name,
+        "built-in": s.is_builtin,
+        "backend": s.backend,
+        "path / URL": s.path if s.path else ", ".join(s.base_urls),
+        "model id": s.model or "",
+        "context length": s.context_length,
+        "dtype": s.dtype,
+        "API key variable": s.api_key_env or "",
+    } for s in specs])
+
+
+def try_prompt(backend, prompt: str, system: str | None, max_tokens: int, temperature: float,
+               seed: int | None = None) -> dict:
+    """One answer to one prompt, with its token counts and wall time."""
+    import time
+
+    from core.llm.base import GenerationParams
+
+    params = GenerationParams(max_tokens=int(max_tokens), temperature=float(temperature), seed=seed,
+                              logprobs=False)
+    conversation = ([{"role": "system", "content": system}] if system and system.strip() else []) + \
+        [{"role": "user", "content": prompt}]
+    started = time.perf_counter()
+    generation = backend.generate([conversation], params)[0][0]
+    seconds = time.perf_counter() - started
+    return {"text": generation.text, "finish_reason": generation.finish_reason, "error": generation.error,
+            "n_tokens": generation.n_tokens, "n_prompt_tokens": generation.n_prompt_tokens,
+            "seconds": seconds, "tokens_per_s": generation.n_tokens / seconds if seconds > 0 else None}
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _job_processes() -> list:
+    return []
+
+
+def reap_jobs() -> None:
+    """Collect the exit status of job processes this server started that have ended (no zombies)."""
+    procs = _job_processes()
+    procs[:] = [p for p in procs if p.poll() is None]
+
+
+def launch_job(job_dir: Path) -> None:
+    """Start (or resume) a job in its own process (core.jobs.launch) and keep its handle to reap it."""
+    from core import jobs
+
+    reap_jobs()
+    _job_processes().append(jobs.launch(job_dir))
+
+
+def duration(seconds: float | None) -> str:
+    """"42 s", "3 min 5 s", "2 h 10 min"; "—" when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def jobs_frame(infos: list[dict]) -> pd.DataFrame:
+    """The Jobs page's table: one row per job (core.jobs.summary), progress as a 0–1 fraction."""
+    return pd.DataFrame([{
+        "job": j["id"], "kind": j["kind"], "model": j["model"], "status": j["status"],
+        "progress": (j["done"] / j["total"]) if j["total"] else 0.0,
+        "done": f"{j['done']:,} / {j['total']:,}",
+        "tokens/s": j["tokens_per_s"],
+        "ETA": duration(j["eta_s"]) if j["status"] == "running" else "",
+        "ingested": f"{j['shards_ingested']:,} / {j['shards_done']:,} shards" if "shards_done" in j else "",
+        "error": clip(j["error"], 120) if j["error"] else "",
+        "created": j["created"],
+    } for j in infos], columns=["job", "kind", "model", "status", "progress", "done", "tokens/s", "ETA", "ingested",
+                                "error", "created"])
+
+
+# --------------------------------------------------------------------------------------------
+# Judgments
+# --------------------------------------------------------------------------------------------
+
+
+def interval(p) -> str:
+    """A calibration.Proportion as "0.82 [0.70, 0.90] (41/50)"; "n/a" without data."""
+    if not p.n:
+        return "n/a (no labels)"
+    return f"{p.value:.2f} [{p.low:.2f}, {p.high:.2f}] ({p.k}/{p.n})"

@@ -11,8 +11,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import REPO, write_jsonl
+
 from core import jobs
 from core.store import ExploreFilter
 from core.workspace import Workspace

@@ -45,9 +45,14 @@ class HFBackend(Backend):
     def __init__(self, path: str | Path, *, name: str | None = None, chat_template: str | None = None,
                  context_length: int | None = None, dtype: str = "auto", device: str | None = None,
                  trust_remote_code: bool = False, batch_size: int | None = None,
-                 max_batch_tokens: int | None = None):
+                 max_batch_tokens: int | None = None, threads: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            # Process-wide. On a shared CPU, oversubscribed OpenMP threads spin: with twice as many
+            # runnable threads as cores, 2 threads decoded SmolLM2 ~5x slower than 1 (measured).
+            torch.set_num_threads(int(threads))
 
         path = Path(path)
         if not (path / "config.json").is_file():

@@ -34,7 +34,6 @@ from core.llm.base import (
     as_conversation,
     sample_seed,
     too_long_generations,
-    too_long_message,
 )
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -111,12 +110,15 @@ class OpenAIBackend(Backend):
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    def _pick_url(self) -> str:
+    def _pick_url(self, start: int | None, attempt: int) -> tuple[int, str]:
+        """A request starts on the next URL in turn; its retries move on from its own start, so
+        k attempts try k different URLs whatever the other threads do meanwhile."""
         with self._lock:
-            url = self.base_urls[self._next % len(self.base_urls)]
-            self._next += 1
+            if start is None:
+                start = self._next
+                self._next += 1
             self.requests_sent += 1
-            return url
+        return start, self.base_urls[(start + attempt) % len(self.base_urls)]
 
     def _request(self, method: str, path: str, body: dict | None = None, root: bool = False,
                  retries: int | None = None) -> dict:
@@ -124,8 +126,9 @@ class OpenAIBackend(Backend):
         data = None if body is None else json.dumps(body).encode("utf-8")
         retries = self.max_retries if retries is None else retries
         last: ServerError | None = None
+        start = None
         for attempt in range(retries + 1):
-            base = self._pick_url()
+            start, base = self._pick_url(start, attempt)
             if root and base.endswith("/v1"):
                 base = base[:-3]
             request = urllib.request.Request(base + path, data=data, headers=self._headers, method=method)
@@ -158,7 +161,7 @@ class OpenAIBackend(Backend):
         if not self._context_probed:
             self._context_probed = True
             try:
-                models = self._request("GET", "/models", retries=0).get("data", [])
+                models = self._request("GET", "/models", retries=len(self.base_urls) - 1).get("data", [])
                 for entry in models:
                     if entry.get("id") == self.model and entry.get("max_model_len"):
                         self._context_length = int(entry["max_model_len"])
@@ -224,8 +227,8 @@ class OpenAIBackend(Backend):
                 got = self._chat(conversation, params, want, seed)
             except ServerError as exc:
                 if exc.context_exceeded:
-                    ctx = self.context_length or 0
-                    message = too_long_message(n_prompt or 0, params.max_tokens, ctx) if ctx else str(exc)
+                    # The server's own words: our count and context length, if any, said it fits.
+                    message = str(exc)
                     return [Generation("", "too_long", n_prompt or 0, 0, [], [], message) for _ in range(params.n)]
                 samples += [Generation("", "error", n_prompt or 0, 0, None, None, str(exc)) for _ in range(want)]
                 break

@@ -26,7 +26,7 @@ ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILTIN_PREFIX = "builtin:"
 # Options each backend understands in `extra` (a typo is an error, not a silent default).
 EXTRA_KEYS = {
-    "hf": {"device", "batch_size", "max_batch_tokens"},
+    "hf": {"device", "batch_size", "max_batch_tokens", "threads"},
     "vllm": {"tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "seed", "max_num_seqs",
              "engine_args"},
     "openai": {"concurrency", "timeout", "max_retries", "backoff", "max_backoff", "structured_outputs"},
@@ -193,7 +193,7 @@ def load_backend(spec: ModelSpec | dict | str) -> Backend:
         return HFBackend(spec.local_path(), name=spec.name, chat_template=spec.chat_template,
                          context_length=spec.context_length, dtype=spec.dtype, device=extra.get("device"),
                          trust_remote_code=spec.trust_remote_code, batch_size=extra.get("batch_size"),
-                         max_batch_tokens=extra.get("max_batch_tokens"))
+                         max_batch_tokens=extra.get("max_batch_tokens"), threads=extra.get("threads"))
     if spec.backend == "vllm":
         from core.llm.vllm_backend import VLLMBackend
 
