@@ -5,7 +5,7 @@ import streamlit as st
 import ui
 from core import charts
 
-st.set_page_config(page_title="Winnow", page_icon=":material/filter_alt:", layout="wide")
+st.set_page_config(page_title="Winnow", page_icon="🌾", layout="wide")
 
 ws = ui.workspace()
 stats = ws.stats()

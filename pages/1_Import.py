@@ -9,7 +9,7 @@ import streamlit as st
 import ui
 from core.ingest import CORPUS_SUFFIXES, FORMATS, RECORD_SUFFIXES, ImportRejected
 
-st.set_page_config(page_title="Import · Winnow", page_icon=":material/upload_file:", layout="wide")
+st.set_page_config(page_title="Import · Winnow", page_icon="🌾", layout="wide")
 
 ws = ui.workspace()
 st.title("Import")

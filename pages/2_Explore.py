@@ -13,7 +13,7 @@ from core import charts
 from core.store import EXPLORE_ORDERS
 from core.workspace import ExploreFilter
 
-st.set_page_config(page_title="Explore · Winnow", page_icon=":material/search:", layout="wide")
+st.set_page_config(page_title="Explore · Winnow", page_icon="🌾", layout="wide")
 
 ws = ui.workspace()
 st.title("Explore")

@@ -10,7 +10,7 @@ import ui
 from core.export import EXPORT_FORMATS, FILE_TYPES, ExportError
 from core.workspace import ExploreFilter
 
-st.set_page_config(page_title="Export · Winnow", page_icon=":material/download:", layout="wide")
+st.set_page_config(page_title="Export · Winnow", page_icon="🌾", layout="wide")
 
 ws = ui.workspace()
 st.title("Export")

@@ -5,7 +5,7 @@ import streamlit as st
 import ui
 from core.llm.registry import DTYPES, ModelSpec
 
-st.set_page_config(page_title="Models · Winnow", page_icon=":material/smart_toy:", layout="wide")
+st.set_page_config(page_title="Models · Winnow", page_icon="🌾", layout="wide")
 
 ws = ui.workspace()
 st.title("Models")

@@ -10,7 +10,7 @@ from core import jobs
 from core.judge import RUBRICS
 from core.workspace import ExploreFilter
 
-st.set_page_config(page_title="Jobs · Winnow", page_icon=":material/rocket_launch:", layout="wide")
+st.set_page_config(page_title="Jobs · Winnow", page_icon="🌾", layout="wide")
 
 ws = ui.workspace()
 st.title("Jobs")

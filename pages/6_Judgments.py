@@ -12,7 +12,7 @@ from core import charts
 from core.calibration import parse_failure_rate
 from core.judge import RUBRICS
 
-st.set_page_config(page_title="Judgments · Winnow", page_icon=":material/balance:", layout="wide")
+st.set_page_config(page_title="Judgments · Winnow", page_icon="🌾", layout="wide")
 
 ws = ui.workspace()
 st.title("Judgments")
