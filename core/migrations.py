@@ -243,4 +243,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    (
+        "0007_review_instruction",
+        [
+            # Each review names the instruction it is about (itself, or its response's), so the
+            # Explore page reads a page's verdicts from the small reviews table alone instead of
+            # joining every response (3-4 ms per page at 1M responses).
+            "ALTER TABLE reviews ADD COLUMN instruction_id VARCHAR",
+            """
+            UPDATE reviews SET instruction_id = coalesce(
+                (SELECT r.instruction_id FROM responses r WHERE r.id = reviews.target_id),
+                CASE WHEN target_kind = 'instruction' THEN target_id END)
+            """,
+        ],
+    ),
 ]

@@ -297,13 +297,22 @@ WHERE {where}
 ORDER BY {order}
 LIMIT ? OFFSET ?
 """
-# Per-page decorations, looked up for the page's ids only: `= ANY(?)` lets DuckDB use the
-# responses_by_instruction index instead of scanning every response.
+# Per-page decorations, looked up for the page's ids only. Responses: written as a join from
+# the page's ids so DuckDB probes the responses_by_instruction index (2 ms at 1M responses;
+# `instruction_id = ANY(?)` scans the column instead, 6 ms). Verdicts: the small reviews table
+# by its instruction_id, with the instruction_decisions rule (latest decision on the
+# instruction or on any of its responses).
 PAGE_RESPONSE_SUMMARY = """
-SELECT instruction_id, count(*) AS n_responses, string_agg(DISTINCT role, ', ' ORDER BY role) AS roles
-FROM responses WHERE instruction_id = ANY(?) GROUP BY instruction_id
+SELECT r.instruction_id, count(*) AS n_responses, string_agg(DISTINCT r.role, ', ' ORDER BY r.role) AS roles
+FROM (SELECT unnest(?::VARCHAR[]) AS id) p JOIN responses r ON r.instruction_id = p.id
+GROUP BY r.instruction_id
 """
-PAGE_LATEST_REVIEW = "SELECT instruction_id, decision FROM instruction_decisions WHERE instruction_id = ANY(?)"
+PAGE_LATEST_REVIEW = """
+SELECT instruction_id, arg_max(decision, created_at) AS decision
+FROM reviews
+WHERE instruction_id = ANY(?) AND decision IS NOT NULL AND target_kind IN ('instruction', 'response')
+GROUP BY instruction_id
+"""
 SELECT_DATASET_NAMES = "SELECT id, name FROM datasets"
 EXPLORE_LENGTH_HISTOGRAM = """
 SELECT floor(i.n_chars / ?) * ? AS bin_start, count(*) AS n
@@ -336,9 +345,10 @@ SELECT * FROM judgments WHERE list_contains(?, target_id) ORDER BY created_at DE
 """
 SELECT_PAIRS_FOR = "SELECT * FROM preference_pairs WHERE instruction_id = ? ORDER BY created_at, id"
 INSERT_REVIEW = """
-INSERT INTO reviews (id, target_kind, target_id, decision, edited_text, note, reviewer)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO reviews (id, target_kind, target_id, decision, edited_text, note, reviewer, instruction_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
+SELECT_RESPONSE_INSTRUCTION = "SELECT instruction_id FROM responses WHERE id = ?"
 SELECT_TARGET_KIND = """
 SELECT 'instruction' FROM instructions WHERE id = ?
 UNION ALL SELECT 'response' FROM responses WHERE id = ?
@@ -630,6 +640,7 @@ class Store:
             raise WorkspaceBusy(self.path, int(match.group(1)) if match else None) from None
         self._local = threading.local()
         self._write_lock = threading.RLock()
+        self._dataset_names: dict[str, str] = {}
 
     # -- connection plumbing ------------------------------------------------------------------
 
@@ -852,14 +863,19 @@ class Store:
         sql = EXPLORE_PAGE.format(where=where, order=EXPLORE_ORDERS[order])
         page = self._df(sql, values + [int(limit), int(max(offset, 0))])
         ids = page["id"].tolist()
-        names = dict(self._rows(SELECT_DATASET_NAMES))
         summary = {i: (n, roles) for i, n, roles in self._rows(PAGE_RESPONSE_SUMMARY, [ids])} if ids else {}
         reviews = dict(self._rows(PAGE_LATEST_REVIEW, [ids])) if ids else {}
-        page["dataset"] = [names.get(d, d) for d in page["dataset"]]
+        page["dataset"] = [self._dataset_name(d) for d in page["dataset"]]
         page["n_responses"] = [int(summary.get(i, (0, ""))[0]) for i in ids]
         page["roles"] = [summary.get(i, (0, ""))[1] for i in ids]
         page["review"] = [reviews.get(i) or "" for i in ids]
         return page
+
+    def _dataset_name(self, dataset_id: str) -> str:
+        """Dataset names by id, cached: datasets are only ever added, never renamed."""
+        if dataset_id not in self._dataset_names:
+            self._dataset_names = dict(self._rows(SELECT_DATASET_NAMES))
+        return self._dataset_names.get(dataset_id, dataset_id)
 
     def length_histogram(self, f: ExploreFilter, bin_width: int) -> pd.DataFrame:
         where, values = self.explore_where(f)
@@ -903,8 +919,14 @@ class Store:
         return rows[0][0] if rows else None
 
     def insert_review(self, values: list) -> None:
+        """values: id, target_kind, target_id, decision, edited_text, note, reviewer."""
+        target_kind, target_id = values[1], values[2]
+        if target_kind == "response":
+            instruction_id = self._rows(SELECT_RESPONSE_INSTRUCTION, [target_id])[0][0]
+        else:
+            instruction_id = target_id if target_kind == "instruction" else None
         with self.transaction() as cur:
-            cur.execute(INSERT_REVIEW, values)
+            cur.execute(INSERT_REVIEW, list(values) + [instruction_id])
 
     # -- judgments and calibration ------------------------------------------------------------
 
