@@ -180,6 +180,8 @@ def cmd_judge(a) -> int:
     summary = run_op(root, "judge_summary", {"judge": a.judge, "rubric": a.rubric})
     print(f"{a.judge} on {a.rubric}: {summary['judgments']} judgments, {summary['failed']} unparsable "
           f"({summary['failure_rate']:.0%}), mean score {summary['mean_score']}")
+    if summary["flip_pairs"]:
+        print(f"order flips: {summary['flip_rate']:.0%} of {summary['flip_pairs']} pairs judged in both orders")
     return code
 
 
@@ -327,8 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("judge", parents=[common], help="score responses with a judge model (a job)")
     p.add_argument("--judge", "-j", required=True, help="judge model name")
-    p.add_argument("--rubric", required=True, help="pointwise_10, pointwise_5 or zephyr_aspects")
-    p.add_argument("--role", "-r", action="append", required=True, help="roles of the responses to judge")
+    p.add_argument("--rubric", required=True,
+                   help="pointwise_10, pointwise_5, zephyr_aspects, or pairwise (A/B, asked in both orders)")
+    p.add_argument("--role", "-r", action="append", required=True,
+                   help="roles of the responses to judge; for pairwise exactly two: A then B")
     p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")
     p.add_argument("--task", action="append", help="only these task labels (repeatable)")
     p.add_argument("--search", help="only instructions containing this text")

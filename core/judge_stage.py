@@ -1,12 +1,15 @@
-"""Judge stage: a judge model scores responses on a pointwise rubric, as a job.
+"""Judge stage: a judge model scores responses, as a job.
 
-Input rows: response_id, instruction, input, response. Output rows: the `judgments` table's
-columns (raw verdict always kept; an unparsable verdict has score NULL and a parse error) plus
-the judge's token count. Prompts and parsers live in core.prompts / core.parsers / core.judge.
+Pointwise rubrics: input rows response_id, instruction, input, response; one verdict each.
+Pairwise: input rows a_id, b_id, instruction, input, answer_a, answer_b; each pair is asked in
+both orders (DESIGN.md §6) so position bias shows as a flip. Output rows: the `judgments`
+table's columns (the raw verdict always kept; an unparsable verdict has score NULL and a parse
+error) plus the judge's token count. Prompts and parsers: core.prompts, core.parsers, core.judge.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pyarrow as pa
@@ -27,11 +30,18 @@ def input_table(rows: list[dict]) -> pa.Table:
     })
 
 
+def pair_input_table(rows: list[dict]) -> pa.Table:
+    return pa.table({key: [r.get(key) or "" for r in rows]
+                     for key in ("a_id", "b_id", "instruction", "input", "answer_a", "answer_b")})
+
+
 def run_shard(ctx, rows: pa.Table) -> pa.Table:
     config = ctx.config
     rubric = judge.get_rubric(config["rubric"])
+    if rubric.kind == "pairwise":
+        return run_pairwise_shard(ctx, rows, rubric)
     if rubric.kind != "pointwise":
-        raise ValueError(f"the judge job runs pointwise rubrics; {rubric.name!r} is {rubric.kind}")
+        raise ValueError(f"the judge job runs pointwise and pairwise rubrics; {rubric.name!r} is {rubric.kind}")
     params = GenerationParams.from_dict(config["params"])
     items = rows.to_pylist()
     template_hash = rubric.template_hash
@@ -48,3 +58,23 @@ def run_shard(ctx, rows: pa.Table) -> pa.Table:
     by_target = {it["response_id"]: samples[0].n_tokens for it, samples in zip(items, generations, strict=True)}
     return table.append_column("n_tokens", pa.array([by_target.get(t, 0) for t in table["target_id"].to_pylist()],
                                                      pa.int64()))
+
+
+def run_pairwise_shard(ctx, rows: pa.Table, rubric) -> pa.Table:
+    config = ctx.config
+    params = GenerationParams.from_dict(config["params"])
+    pairs = rows.to_pylist()
+    # Which order is asked first is random but reproducible: seeded by the job and shard.
+    seed = f"{config.get('created')}:{pairs[0]['a_id']}"
+    requests = judge.build_pairwise_requests(pairs, rng=judge_seed(seed), rubric=rubric)
+    generations = ctx.backend.generate([r.conversation for r in requests], params)
+    raws = [samples[0].text if samples[0].ok else "" for samples in generations]
+    table = judge.judgments_table(judge.pairwise_rows(
+        config["model"]["name"], [(p["a_id"], p["b_id"]) for p in pairs], requests, raws, rubric=rubric,
+        round=int(config.get("round", 0)), params=params.to_dict(), template_hash=rubric.template_hash))
+    tokens = sum(samples[0].n_tokens for samples in generations)
+    return table.append_column("n_tokens", pa.array([tokens // max(table.num_rows, 1)] * table.num_rows, pa.int64()))
+
+
+def judge_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")

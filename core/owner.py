@@ -102,8 +102,10 @@ def _judge_summary(ws, args: dict) -> dict:
     counts = ws.store.judge_verdict_counts(args["judge"], args["rubric"])
     n, failed = int(counts["judgments"]), int(counts["unparsed"])
     mean = counts["mean_score"]
+    flips = ws.flip_rate(args["judge"], args["rubric"])
     return {"judgments": n, "failed": failed, "failure_rate": failed / n if n else 0.0,
-            "mean_score": None if mean is None else round(float(mean), 2)}
+            "mean_score": None if mean is None else round(float(mean), 2),
+            "flip_pairs": flips.n, "flip_rate": flips.value if flips.n else None}
 
 
 def _ingest_job(ws, args: dict) -> dict:

@@ -548,6 +548,17 @@ WHERE {where} AND list_contains(?, r.role)
 ORDER BY i.rowid, r.rowid
 LIMIT ?
 """
+# Pairs a pairwise judge compares: a response of role A and one of role B to the same instruction.
+# Bind order: (where values), role A, role B, limit.
+SELECT_PAIRS_FOR_JUDGE = """
+SELECT a.id AS a_id, b.id AS b_id, i.text AS instruction, i.input, a.text AS answer_a, b.text AS answer_b
+FROM instructions i
+JOIN responses a ON a.instruction_id = i.id
+JOIN responses b ON b.instruction_id = i.id
+WHERE {where} AND a.role = ? AND b.role = ? AND a.id <> b.id
+ORDER BY i.rowid, a.rowid, b.rowid
+LIMIT ?
+"""
 # The instructions a generate job answers, in the order Explore shows them.
 SELECT_INSTRUCTIONS_FOR_JOB = """
 SELECT i.id, i.text, i.input, i.system, i.history FROM instructions i WHERE {where} ORDER BY i.rowid LIMIT ?
@@ -1020,6 +1031,10 @@ class Store:
     def responses_for_judge(self, f: ExploreFilter, roles: list[str], limit: int) -> list[dict]:
         where, values = self.explore_where(f)
         return self._dicts(SELECT_RESPONSES_FOR_JUDGE.format(where=where), values + [list(roles), int(limit)])
+
+    def pairs_for_judge(self, f: ExploreFilter, role_a: str, role_b: str, limit: int) -> list[dict]:
+        where, values = self.explore_where(f)
+        return self._dicts(SELECT_PAIRS_FOR_JUDGE.format(where=where), values + [role_a, role_b, int(limit)])
 
     def instructions_for_job(self, f: ExploreFilter, limit: int) -> list[dict]:
         where, values = self.explore_where(f)

@@ -256,12 +256,22 @@ class Workspace:
         from core import judge, judge_stage
         from core.llm.base import GenerationParams
 
+        kind = judge.get_rubric(rubric).kind
         rubric = judge.get_rubric(rubric).name
         params = GenerationParams.from_dict(judge_stage.DEFAULT_JUDGE_PARAMS | (params or {})).to_dict()
+        config = {"model": model, "rubric": rubric, "roles": roles, "params": params, "round": round}
+        if kind == "pairwise":  # answers of roles[0] (A) against answers of roles[1] (B)
+            if len(roles) != 2 or roles[0] == roles[1]:
+                raise ValueError(f"a pairwise judge compares two roles (A then B), not {roles}")
+            rows = self.store.pairs_for_judge(selection or ExploreFilter(), roles[0], roles[1], limit)
+            if not rows:
+                raise ValueError(f"no instruction in the selection has answers of both {roles[0]} and {roles[1]}")
+            return self._create_job("judge", judge_stage.pair_input_table(rows), config, shard_size)
+        if kind != "pointwise":
+            raise ValueError(f"judge jobs run pointwise or pairwise rubrics; {rubric!r} is {kind}")
         rows = self.store.responses_for_judge(selection or ExploreFilter(), roles, limit)
         if not rows:
             raise ValueError(f"the selection holds no response with role {', '.join(roles)}; nothing to judge")
-        config = {"model": model, "rubric": rubric, "roles": roles, "params": params, "round": round}
         return self._create_job("judge", judge_stage.input_table(rows), config, shard_size)
 
     def _create_job(self, kind: str, table, config: dict, shard_size: int) -> str:

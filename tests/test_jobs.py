@@ -219,3 +219,31 @@ def test_smollm2_generates_and_judges_eight_prompts_through_real_jobs(tmp_path):
         assert sum(r["parse_error"] is not None for r in rows) == counts["unparsed"]
     finally:
         ws.close()
+
+
+def test_pairwise_judge_job_asks_both_orders(tmp_path):
+    from conftest import SMALL_PAIRS
+
+    ws = Workspace(tmp_path / "ws")
+    try:
+        ws.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
+        gen = ws.create_generate_job(tiny_spec(ws), "student", params=TINY, limit=3, shard_size=3)
+        jobs.launch(ws.job_dir(gen))
+        assert jobs.wait(ws.job_dir(gen), timeout=120)["status"] == "done"
+        ws.ingest_job(gen)
+        with pytest.raises(ValueError, match="two roles"):
+            ws.create_judge_job(tiny_spec(ws), "pairwise", ["seed"])
+        job = ws.create_judge_job(tiny_spec(ws), "pairwise", ["seed", "student"], params={"max_tokens": 8})
+        jobs.launch(ws.job_dir(job))
+        assert jobs.wait(ws.job_dir(job), timeout=120)["status"] == "done", (ws.job_dir(job) / jobs.LOG).read_text()
+        ws.ingest_job(job)
+        rows = ws.store._dicts("SELECT target_kind, target_id, kind, score, params FROM judgments")
+        assert len(rows) == 6, "3 pairs, each asked as shown and swapped"
+        orders: dict[str, set] = {}
+        for row in rows:
+            assert row["target_kind"] == "pair" and row["kind"] == "pairwise"
+            assert row["score"] in (None, 0.0, 0.5, 1.0)
+            orders.setdefault(row["target_id"], set()).add(json.loads(row["params"])["order"])
+        assert all(o == {"ab", "ba"} for o in orders.values()) and len(orders) == 3
+    finally:
+        ws.close()
