@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("judge", parents=[common], help="score responses with a judge model (a job)")
     p.add_argument("--judge", "-j", required=True, help="judge model name")
     p.add_argument("--rubric", required=True,
-                   help="pointwise_10, pointwise_5, zephyr_aspects, or pairwise (A/B, asked in both orders)")
+                   help="pointwise_10, pointwise_5, zephyr_aspects; pairwise (A/B, asked in both orders); "
+                        "listwise (all answers of the roles ranked together)")
     p.add_argument("--role", "-r", action="append", required=True,
                    help="roles of the responses to judge; for pairwise exactly two: A then B")
     p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")

@@ -559,6 +559,18 @@ WHERE {where} AND a.role = ? AND b.role = ? AND a.id <> b.id
 ORDER BY i.rowid, a.rowid, b.rowid
 LIMIT ?
 """
+# What a listwise judge ranks: every answer of the given roles to each instruction (k ≥ 2).
+# Bind order: (where values), roles, limit.
+SELECT_LISTS_FOR_JUDGE = """
+SELECT i.text AS instruction, i.input, list(r.id ORDER BY r.rowid) AS response_ids,
+       list(r.text ORDER BY r.rowid) AS answers
+FROM instructions i JOIN responses r ON r.instruction_id = i.id
+WHERE {where} AND list_contains(?, r.role)
+GROUP BY i.id, i.text, i.input, i.rowid
+HAVING count(*) >= 2
+ORDER BY i.rowid
+LIMIT ?
+"""
 # The instructions a generate job answers, in the order Explore shows them.
 SELECT_INSTRUCTIONS_FOR_JOB = """
 SELECT i.id, i.text, i.input, i.system, i.history FROM instructions i WHERE {where} ORDER BY i.rowid LIMIT ?
@@ -1035,6 +1047,10 @@ class Store:
     def pairs_for_judge(self, f: ExploreFilter, role_a: str, role_b: str, limit: int) -> list[dict]:
         where, values = self.explore_where(f)
         return self._dicts(SELECT_PAIRS_FOR_JUDGE.format(where=where), values + [role_a, role_b, int(limit)])
+
+    def lists_for_judge(self, f: ExploreFilter, roles: list[str], limit: int) -> list[dict]:
+        where, values = self.explore_where(f)
+        return self._dicts(SELECT_LISTS_FOR_JUDGE.format(where=where), values + [list(roles), int(limit)])
 
     def instructions_for_job(self, f: ExploreFilter, limit: int) -> list[dict]:
         where, values = self.explore_where(f)

@@ -267,8 +267,13 @@ class Workspace:
             if not rows:
                 raise ValueError(f"no instruction in the selection has answers of both {roles[0]} and {roles[1]}")
             return self._create_job("judge", judge_stage.pair_input_table(rows), config, shard_size)
+        if kind == "listwise":  # every answer of these roles to an instruction, ranked together
+            rows = self.store.lists_for_judge(selection or ExploreFilter(), roles, limit)
+            if not rows:
+                raise ValueError(f"no instruction in the selection has two or more answers of {', '.join(roles)}")
+            return self._create_job("judge", judge_stage.list_input_table(rows), config, shard_size)
         if kind != "pointwise":
-            raise ValueError(f"judge jobs run pointwise or pairwise rubrics; {rubric!r} is {kind}")
+            raise ValueError(f"judge jobs run pointwise, pairwise or listwise rubrics; {rubric!r} is {kind}")
         rows = self.store.responses_for_judge(selection or ExploreFilter(), roles, limit)
         if not rows:
             raise ValueError(f"the selection holds no response with role {', '.join(roles)}; nothing to judge")

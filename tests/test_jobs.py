@@ -247,3 +247,28 @@ def test_pairwise_judge_job_asks_both_orders(tmp_path):
         assert all(o == {"ab", "ba"} for o in orders.values()) and len(orders) == 3
     finally:
         ws.close()
+
+
+def test_listwise_judge_job_ranks_every_answer(tmp_path):
+    from conftest import SMALL_PAIRS
+
+    ws = Workspace(tmp_path / "ws")
+    try:
+        ws.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
+        gen = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"n": 2}, limit=2, shard_size=2)
+        jobs.launch(ws.job_dir(gen))
+        assert jobs.wait(ws.job_dir(gen), timeout=120)["status"] == "done"
+        ws.ingest_job(gen)
+        job = ws.create_judge_job(tiny_spec(ws), "listwise", ["seed", "student"], params={"max_tokens": 8})
+        jobs.launch(ws.job_dir(job))
+        assert jobs.wait(ws.job_dir(job), timeout=120)["status"] == "done", (ws.job_dir(job) / jobs.LOG).read_text()
+        ws.ingest_job(job)
+        ranked = ws.store._dicts("SELECT target_id, kind, score FROM judgments")
+        answers = ws.store._dicts("""SELECT r.id FROM responses r JOIN instructions i ON i.id = r.instruction_id
+                                     WHERE i.id IN (SELECT instruction_id FROM responses WHERE role = 'student')""")
+        assert {r["target_id"] for r in ranked} == {a["id"] for a in answers}, "one rank row per answer"
+        assert all(r["kind"] == "listwise" for r in ranked)
+        for r in ranked:  # rank 1..k, or NULL when the ranking did not parse (never 0)
+            assert r["score"] is None or 1 <= r["score"] <= 3
+    finally:
+        ws.close()
