@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core.workspace import Workspace
 
@@ -45,3 +47,37 @@ def pairs_file(tmp_path) -> Path:
 def seeded_workspace(workspace, pairs_file) -> Workspace:
     workspace.import_paths([pairs_file], "small")
     return workspace
+
+
+# --------------------------------------------------------------------------------------------
+# AppTest helpers shared by the page tests
+# --------------------------------------------------------------------------------------------
+
+APPTEST_TIMEOUT = 30
+
+
+def open_page(page: str | None = None) -> AppTest:
+    """Run the home script, then switch to `page` (pages resolve relative to app.py)."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=APPTEST_TIMEOUT).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"pages/{page}").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r} in {[m.label for m in at.metric]}"
+    return values[0]
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join([t.value for t in at.text] + [c.value for c in at.code])
+
+
+def dataframe_with(at: AppTest, column: str) -> pd.DataFrame:
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no dataframe with column {column!r}")

@@ -33,6 +33,24 @@ def tiny_spec(ws):
     return ws.model("tiny-random").to_dict()
 
 
+def run_to_done(ws, job_id: str, timeout: float = 120) -> dict:
+    """Launch a job, wait for it, check it finished, ingest its shards."""
+    jobs.launch(ws.job_dir(job_id))
+    info = jobs.wait(ws.job_dir(job_id), timeout=timeout)
+    assert info["status"] == "done", (ws.job_dir(job_id) / jobs.LOG).read_text()
+    return ws.ingest_job(job_id)
+
+
+def with_student_answers(tmp_path, params: dict, limit: int) -> Workspace:
+    """SMALL_PAIRS (role seed) plus tiny-random answers (role student) to the first `limit`."""
+    from conftest import SMALL_PAIRS
+
+    ws = Workspace(tmp_path / "ws")
+    ws.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
+    run_to_done(ws, ws.create_generate_job(tiny_spec(ws), "student", params=params, limit=limit, shard_size=limit))
+    return ws
+
+
 def shard_instruction_ids(job_dir) -> list[str]:
     ids = []
     for path in jobs.finished_shards(job_dir):
@@ -129,14 +147,8 @@ def test_a_failing_model_marks_the_job_failed_with_its_reason(prompts_ws, tmp_pa
 
 def test_judge_job_stores_raw_verdicts_and_null_scores_never_zero(prompts_ws):
     ws = prompts_ws
-    gen = ws.create_generate_job(tiny_spec(ws), "student", params=TINY, limit=4, shard_size=4)
-    jobs.launch(ws.job_dir(gen))
-    assert jobs.wait(ws.job_dir(gen), timeout=120)["status"] == "done"
-    ws.ingest_job(gen)
-    judge_id = ws.create_judge_job(tiny_spec(ws), "pointwise_10", ["student"], params={"max_tokens": 12})
-    jobs.launch(ws.job_dir(judge_id))
-    assert jobs.wait(ws.job_dir(judge_id), timeout=120)["status"] == "done"
-    ws.ingest_job(judge_id)
+    run_to_done(ws, ws.create_generate_job(tiny_spec(ws), "student", params=TINY, limit=4, shard_size=4))
+    run_to_done(ws, ws.create_judge_job(tiny_spec(ws), "pointwise_10", ["student"], params={"max_tokens": 12}))
     rows = ws.store._dicts("SELECT score, raw, parse_error, template_hash FROM judgments")
     assert len(rows) == ws.explore_count(ExploreFilter(roles=["student"])) or len(rows) >= 4
     for row in rows:
@@ -222,21 +234,11 @@ def test_smollm2_generates_and_judges_eight_prompts_through_real_jobs(tmp_path):
 
 
 def test_pairwise_judge_job_asks_both_orders(tmp_path):
-    from conftest import SMALL_PAIRS
-
-    ws = Workspace(tmp_path / "ws")
+    ws = with_student_answers(tmp_path, TINY, limit=3)
     try:
-        ws.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
-        gen = ws.create_generate_job(tiny_spec(ws), "student", params=TINY, limit=3, shard_size=3)
-        jobs.launch(ws.job_dir(gen))
-        assert jobs.wait(ws.job_dir(gen), timeout=120)["status"] == "done"
-        ws.ingest_job(gen)
         with pytest.raises(ValueError, match="two roles"):
             ws.create_judge_job(tiny_spec(ws), "pairwise", ["seed"])
-        job = ws.create_judge_job(tiny_spec(ws), "pairwise", ["seed", "student"], params={"max_tokens": 8})
-        jobs.launch(ws.job_dir(job))
-        assert jobs.wait(ws.job_dir(job), timeout=120)["status"] == "done", (ws.job_dir(job) / jobs.LOG).read_text()
-        ws.ingest_job(job)
+        run_to_done(ws, ws.create_judge_job(tiny_spec(ws), "pairwise", ["seed", "student"], params={"max_tokens": 8}))
         rows = ws.store._dicts("SELECT target_kind, target_id, kind, score, params FROM judgments")
         assert len(rows) == 6, "3 pairs, each asked as shown and swapped"
         orders: dict[str, set] = {}
@@ -250,19 +252,9 @@ def test_pairwise_judge_job_asks_both_orders(tmp_path):
 
 
 def test_listwise_judge_job_ranks_every_answer(tmp_path):
-    from conftest import SMALL_PAIRS
-
-    ws = Workspace(tmp_path / "ws")
+    ws = with_student_answers(tmp_path, TINY | {"n": 2}, limit=2)
     try:
-        ws.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
-        gen = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"n": 2}, limit=2, shard_size=2)
-        jobs.launch(ws.job_dir(gen))
-        assert jobs.wait(ws.job_dir(gen), timeout=120)["status"] == "done"
-        ws.ingest_job(gen)
-        job = ws.create_judge_job(tiny_spec(ws), "listwise", ["seed", "student"], params={"max_tokens": 8})
-        jobs.launch(ws.job_dir(job))
-        assert jobs.wait(ws.job_dir(job), timeout=120)["status"] == "done", (ws.job_dir(job) / jobs.LOG).read_text()
-        ws.ingest_job(job)
+        run_to_done(ws, ws.create_judge_job(tiny_spec(ws), "listwise", ["seed", "student"], params={"max_tokens": 8}))
         ranked = ws.store._dicts("SELECT target_id, kind, score FROM judgments")
         answers = ws.store._dicts("""SELECT r.id FROM responses r JOIN instructions i ON i.id = r.instruction_id
                                      WHERE i.id IN (SELECT instruction_id FROM responses WHERE role = 'student')""")

@@ -13,14 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, SMALL_PAIRS, write_jsonl
+from conftest import REPO, SMALL_PAIRS, dataframe_with, metric, open_page, texts, write_jsonl
 from streamlit.testing.v1 import AppTest
 
 from core import charts
 from core.workspace import ExploreFilter, Workspace
-
-TIMEOUT = 30
-
 
 # --------------------------------------------------------------------------------------------
 # Fixtures and helpers
@@ -53,31 +50,6 @@ def seeded(app_ws, pairs_file) -> Workspace:
     return app_ws
 
 
-def open_page(page: str | None = None) -> AppTest:
-    """Run the home script, then switch to `page` (pages resolve relative to app.py)."""
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
-    if page:
-        at.switch_page(f"pages/{page}").run()
-        assert not at.exception, at.exception
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert values, f"no metric {label!r} in {[m.label for m in at.metric]}"
-    return values[0]
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join([t.value for t in at.text] + [c.value for c in at.code])
-
-
-def dataframe_with(at: AppTest, column: str) -> pd.DataFrame:
-    for df in at.dataframe:
-        if column in df.value.columns:
-            return df.value
-    raise AssertionError(f"no dataframe with column {column!r}")
 
 
 def widget_by_label(widgets, label: str):

@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import REPO, SMALL_PAIRS, write_jsonl
+from conftest import REPO, SMALL_PAIRS, dataframe_with, metric, open_page, texts, write_jsonl
 from streamlit.testing.v1 import AppTest
 
 from core import charts, jobs
@@ -44,29 +44,6 @@ def app_ws(app_env) -> Workspace:
     ws.close()
 
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
-    at.switch_page(f"pages/{page}").run()
-    assert not at.exception, at.exception
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert values, f"no metric {label!r} in {[m.label for m in at.metric]}"
-    return values[0]
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join([t.value for t in at.text] + [c.value for c in at.code])
-
-
-def dataframe_with(at: AppTest, column: str) -> pd.DataFrame:
-    for df in at.dataframe:
-        if column in df.value.columns:
-            return df.value
-    raise AssertionError(f"no dataframe with column {column!r}")
 
 
 def ok(at: AppTest) -> None:
