@@ -257,4 +257,109 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    (
+        "0008_verdicts_labels_difficulty_snapshots",
+        [
+            # Judge scoring modes (DESIGN.md §6): 'generate' (reason, then a score line, parsed) or
+            # 'probability' (the expected score over the score tokens' next-token distribution);
+            # confidence is the probability mass that fell on the score tokens. A backend failure
+            # (prompt too long, server error) is a failed call, not a parse failure: call_error.
+            "ALTER TABLE judgments ADD COLUMN mode VARCHAR",
+            "ALTER TABLE judgments ADD COLUMN confidence DOUBLE",
+            "ALTER TABLE judgments ADD COLUMN call_error VARCHAR",
+            # Model-made and human labels (task, category). An imported label stays in
+            # instructions.task as it came; this table holds the others, each with its classifier.
+            """
+            CREATE TABLE labels (
+                id          VARCHAR PRIMARY KEY,   -- hash(target, kind, value, classifier, job)
+                target_id   VARCHAR NOT NULL,      -- instruction id
+                kind        VARCHAR NOT NULL,      -- task | category
+                value       VARCHAR NOT NULL,
+                classifier  VARCHAR NOT NULL,      -- human | embed:<model> | llm:<model>
+                confidence  DOUBLE,
+                job_id      VARCHAR,
+                reviewer    VARCHAR,
+                meta        JSON,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            "CREATE INDEX labels_by_target ON labels (target_id)",
+            # The current task of an instruction: a human's latest relabel, else the imported
+            # label, else the latest model label.
+            """
+            CREATE VIEW current_tasks AS
+            WITH human AS (
+                SELECT target_id, arg_max(value, created_at) AS value
+                FROM labels WHERE kind = 'task' AND classifier = 'human' GROUP BY target_id
+            ), model AS (
+                SELECT target_id, arg_max(value, created_at) AS value, arg_max(classifier, created_at) AS classifier,
+                       arg_max(confidence, created_at) AS confidence
+                FROM labels WHERE kind = 'task' AND classifier <> 'human' GROUP BY target_id
+            )
+            SELECT i.id AS instruction_id,
+                   coalesce(h.value, i.task, m.value) AS task,
+                   CASE WHEN h.value IS NOT NULL THEN 'human' WHEN i.task IS NOT NULL THEN 'import'
+                        WHEN m.value IS NOT NULL THEN m.classifier END AS source,
+                   CASE WHEN h.value IS NULL AND i.task IS NULL THEN m.confidence END AS confidence
+            FROM instructions i LEFT JOIN human h ON h.target_id = i.id LEFT JOIN model m ON m.target_id = i.id
+            """,
+            # Per-workspace settings as JSON values (the task taxonomy, …).
+            """
+            CREATE TABLE settings (
+                key        VARCHAR PRIMARY KEY,
+                value      JSON NOT NULL,
+                updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            # Difficulty per instruction and round (core.difficulty). metric 'mfd': TAPIR's
+            # judge(teacher) - judge(student) from one judge's stored verdicts; 'ifd': the
+            # instruction-following difficulty from a scoring model. value is NULL, with the reason
+            # in `missing`, when an input is absent. Recomputing replaces the row (same id).
+            """
+            CREATE TABLE difficulty (
+                id                  VARCHAR PRIMARY KEY,  -- hash(instruction, round, metric, source)
+                instruction_id      VARCHAR NOT NULL,
+                round               INTEGER NOT NULL DEFAULT 0,
+                metric              VARCHAR NOT NULL,     -- mfd | ifd
+                source              VARCHAR NOT NULL,     -- mfd: judge model/rubric; ifd: scoring model/role
+                value               DOUBLE,
+                teacher_response_id VARCHAR,
+                student_response_id VARCHAR,
+                teacher_score       DOUBLE,
+                student_score       DOUBLE,
+                missing             VARCHAR,
+                meta                JSON,
+                created_at          TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            "CREATE INDEX difficulty_by_instruction ON difficulty (instruction_id)",
+            # Curation snapshots (core.curate): named, immutable sets of samples. The members are
+            # materialised once, so later changes to scores or reviews never change a snapshot.
+            """
+            CREATE TABLE snapshots (
+                name          VARCHAR PRIMARY KEY,
+                content_hash  VARCHAR NOT NULL,
+                spec          JSON NOT NULL,
+                n_members     INTEGER NOT NULL,
+                n_instructions INTEGER NOT NULL,
+                parquet_path  VARCHAR,
+                stats         JSON,
+                created_at    TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE snapshot_members (
+                snapshot       VARCHAR NOT NULL,
+                position       INTEGER NOT NULL,   -- order in the training file
+                instruction_id VARCHAR NOT NULL,
+                response_id    VARCHAR,            -- NULL for prompt-only snapshots
+                task           VARCHAR,
+                weight         DOUBLE NOT NULL DEFAULT 1.0,
+                system_tag     VARCHAR,
+                copy           INTEGER NOT NULL DEFAULT 0   -- >0: an up-sampled repeat
+            )
+            """,
+            "CREATE INDEX snapshot_members_by_snapshot ON snapshot_members (snapshot)",
+        ],
+    ),
 ]

@@ -48,10 +48,12 @@ def test_blank_database_applies_and_records_every_migration(tmp_path):
     tables = {row[0] for row in store.schema()}
     for table in ("datasets", "imports", "instructions", "responses", "preference_pairs", "documents",
                   "judgments", "reviews", "import_rejects", "schema_migrations",
-                  "target_decisions", "latest_edits", "instruction_decisions"):
+                  "target_decisions", "latest_edits", "instruction_decisions", "labels", "current_tasks",
+                  "settings", "difficulty", "snapshots", "snapshot_members"):
         assert table in tables
     assert {name for name, *_ in _objects(store)["indexes"]} == {
-        "responses_by_instruction", "reviews_by_target", "judgments_by_target"}
+        "responses_by_instruction", "reviews_by_target", "judgments_by_target", "labels_by_target",
+        "difficulty_by_instruction", "snapshot_members_by_snapshot"}
     store.close()
 
 

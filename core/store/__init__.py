@@ -1,4 +1,4 @@
-"""The only module that talks to DuckDB.
+"""The only package that talks to DuckDB.
 
 Every statement is a named constant with `?` bind parameters. Dynamic filters are built by
 joining named fragments from `EXPLORE_FILTERS` with AND; user values never enter SQL text.
@@ -15,7 +15,6 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,10 @@ import pandas as pd
 import pyarrow as pa
 
 from core.migrations import MIGRATIONS
+from core.selection import ExploreFilter
+from core.store.difficulty import DifficultyQueries
+from core.store.labels import LabelQueries
+from core.store.snapshots import SnapshotQueries
 
 
 class BulkUnreadable(Exception):
@@ -624,30 +627,7 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-@dataclass
-class ExploreFilter:
-    """What the Explore page (and export) selects. Empty lists and None mean 'no constraint'."""
-
-    datasets: list[str] = field(default_factory=list)  # dataset names
-    tasks: list[str] = field(default_factory=list)
-    roles: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    rounds: list[int] = field(default_factory=list)
-    methods: list[str] = field(default_factory=list)
-    min_chars: int | None = None
-    max_chars: int | None = None
-    search: str = ""
-    search_responses: bool = False
-    review: str = "any"  # any | accepted | rejected | unreviewed
-
-    def __post_init__(self) -> None:
-        if self.review not in ("any", "accepted", "rejected", "unreviewed"):
-            raise ValueError(f"review must be any, accepted, rejected or unreviewed, not {self.review!r}")
-        if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
-            raise ValueError(f"min_chars {self.min_chars} is above max_chars {self.max_chars}")
-
-
-class Store:
+class Store(LabelQueries, DifficultyQueries, SnapshotQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""
 
     def __init__(self, path: Path | str, read_only: bool = False):
