@@ -26,7 +26,7 @@ import streamlit as st
 
 from core import ingest
 from core.owner import Owner
-from core.workspace import Workspace, WorkspaceBusy, resolve_workspace_path
+from core.workspace import TEST_MODELS, Workspace, WorkspaceBusy, resolve_workspace_path
 
 MAX_UPLOAD_MB = 200  # also server.maxUploadSize in .streamlit/config.toml
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
@@ -235,23 +235,6 @@ def file_preview(path: Path, n: int = 5) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def current_verdict(reviews: list[dict], target_id: str) -> dict:
-    """The latest decision and the latest edit of one target (reviews are append-only)."""
-    mine = sorted((r for r in reviews if r["target_id"] == target_id), key=lambda r: r["created_at"])
-    decision = next((r["decision"] for r in reversed(mine) if r["decision"]), None)
-    edited = next((r["edited_text"] for r in reversed(mine) if r["edited_text"]), None)
-    return {"decision": decision, "edited_text": edited, "n_reviews": len(mine)}
-
-
-def describe_verdict(verdict: dict) -> str:
-    state = {"accept": "accepted", "reject": "rejected"}.get(verdict["decision"] or "", "not reviewed")
-    if verdict["edited_text"]:
-        state += ", edited"
-    if verdict["n_reviews"]:
-        state += f" ({verdict['n_reviews']} review{'s' if verdict['n_reviews'] > 1 else ''})"
-    return state
-
-
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^])")
 
 
@@ -284,6 +267,17 @@ def _loaded_backend(spec_json: str):
 def loaded_backend(spec):
     """The loaded backend of a ModelSpec, shared by every session of this server process."""
     return _loaded_backend(spec.to_json())
+
+
+def model_label(name: str) -> str:
+    """A model's name as a form shows it: the random test model says what it is."""
+    return f"{name} (test model: random output)" if name in TEST_MODELS else name
+
+
+def default_model(names: list[str]) -> str:
+    """The model a judge or teacher form starts on (never the test model, see Workspace.default_model)."""
+    preferred = workspace().default_model()
+    return preferred if preferred in names else names[0]
 
 
 def models_frame(specs) -> pd.DataFrame:

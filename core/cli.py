@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import jobs, owner
+from core import jobs, owner, stages
 from core.export import EXPORT_FORMATS, FILE_TYPES
 from core.ingest import FORMATS
 from core.store import WorkspaceBusy
@@ -154,35 +154,40 @@ def _run_job(root: Path, job_id: str, job_dir: Path) -> int:
     return 0
 
 
-def cmd_generate(a) -> int:
-    params = {k: v for k, v in (("temperature", a.temperature), ("top_p", a.top_p), ("max_tokens", a.max_tokens),
-                                ("seed", a.seed), ("n", a.n)) if v is not None}
+def _stage_params(stage, a) -> dict:
+    """The stage's params from its CLI flags; flags left out keep the params' defaults."""
+    return {f.name: getattr(a, f.name) for f in stage.fields() if getattr(a, f.name, None) is not None}
+
+
+def cmd_stage(a) -> int:
+    """Any registered stage (core.stages) as a job: create, run with progress, ingest."""
+    stage = stages.get(a.command)
     root = resolve_workspace_path(a.workspace)
-    created = run_op(root, "create_generate_job", {
-        "model": a.model, "role": a.role, "selection": _selection(a), "params": params, "limit": a.limit,
+    created = run_op(root, "create_job", {
+        "stage": stage.name, "params": _stage_params(stage, a), "selection": _selection(a), "limit": a.limit,
         "round": a.round, "shard_size": a.shard_size})
     print(f"job {created['job']} created", file=sys.stderr)
     if a.detach:
         jobs.launch(Path(created["dir"]))
         print(created["job"])
         return 0
-    return _run_job(root, created["job"], Path(created["dir"]))
-
-
-def cmd_judge(a) -> int:
-    params = {k: v for k, v in (("max_tokens", a.max_tokens), ("seed", a.seed)) if v is not None}
-    root = resolve_workspace_path(a.workspace)
-    created = run_op(root, "create_judge_job", {
-        "model": a.judge, "rubric": a.rubric, "roles": a.role, "selection": _selection(a), "params": params,
-        "limit": a.limit, "round": a.round, "shard_size": a.shard_size})
-    print(f"job {created['job']} created", file=sys.stderr)
     code = _run_job(root, created["job"], Path(created["dir"]))
-    summary = run_op(root, "judge_summary", {"judge": a.judge, "rubric": a.rubric})
-    print(f"{a.judge} on {a.rubric}: {summary['judgments']} judgments, {summary['failed']} unparsable "
+    after = AFTER_JOB.get(stage.name)
+    if after:
+        after(root, a)
+    return code
+
+
+def _judge_report(root: Path, a) -> None:
+    summary = run_op(root, "judge_summary", {"judge": a.model, "rubric": a.rubric})
+    print(f"{a.model} on {a.rubric}: {summary['judgments']} judgments, {summary['failed']} unparsable "
           f"({summary['failure_rate']:.0%}), mean score {summary['mean_score']}")
     if summary["flip_pairs"]:
         print(f"order flips: {summary['flip_rate']:.0%} of {summary['flip_pairs']} pairs judged in both orders")
-    return code
+
+
+# What a stage's command prints after its job (optional; most stages need nothing).
+AFTER_JOB = {"judge": _judge_report}
 
 
 def cmd_jobs(a) -> int:
@@ -310,39 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=48)
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("generate", parents=[common], help="answer instructions with a model (a job)")
-    p.add_argument("--model", "-m", required=True, help="model name (see `winnow models list`)")
-    p.add_argument("--role", "-r", required=True, help="role of the answers: teacher, student, pool_1, …")
-    p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")
-    p.add_argument("--task", action="append", help="only these task labels (repeatable)")
-    p.add_argument("--search", help="only instructions containing this text")
-    p.add_argument("--n", type=int, help="samples per instruction (default 1)")
-    p.add_argument("--limit", type=int, help="at most this many instructions")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--max-tokens", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--round", type=int, default=0)
-    p.add_argument("--shard-size", type=int, default=16, help="instructions per shard (the unit of resume)")
-    p.add_argument("--detach", action="store_true", help="start the job and return; see `winnow jobs`")
-    p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser("judge", parents=[common], help="score responses with a judge model (a job)")
-    p.add_argument("--judge", "-j", required=True, help="judge model name")
-    p.add_argument("--rubric", required=True,
-                   help="pointwise_10, pointwise_5, zephyr_aspects; pairwise (A/B, asked in both orders); "
-                        "listwise (all answers of the roles ranked together)")
-    p.add_argument("--role", "-r", action="append", required=True,
-                   help="roles of the responses to judge; for pairwise exactly two: A then B")
-    p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")
-    p.add_argument("--task", action="append", help="only these task labels (repeatable)")
-    p.add_argument("--search", help="only instructions containing this text")
-    p.add_argument("--limit", type=int, help="at most this many responses")
-    p.add_argument("--max-tokens", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--round", type=int, default=0)
-    p.add_argument("--shard-size", type=int, default=16)
-    p.set_defaults(func=cmd_judge)
+    for stage in stages.all_stages():
+        add_stage_parser(sub, common, stage)
 
     p = sub.add_parser("jobs", parents=[common], help="list, resume or cancel jobs")
     p.add_argument("action", choices=("list", "resume", "cancel"))
@@ -354,6 +328,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_app)
     return parser
+
+
+_ARG_TYPES = {"int": int, "float": float}
+
+
+def add_stage_parser(sub, common, stage) -> None:
+    """A subcommand for a stage, built from its params (core.stages) plus the selection flags."""
+    p = sub.add_parser(stage.name, parents=[common], help=f"{stage.help} (a job)")
+    for f in stage.fields():
+        flags = [f.flag] + ([f.short] if f.short else [])
+        kwargs = {"dest": f.name, "help": f.help + ("" if f.required else f" (default: {f.default})")}
+        if f.repeated:
+            kwargs["action"] = "append"
+        if f.choices and f.kind == "choice":
+            kwargs["choices"] = f.choices
+        if f.kind in _ARG_TYPES:
+            kwargs["type"] = _ARG_TYPES[f.kind]
+        p.add_argument(*flags, required=f.required, **kwargs)
+    p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")
+    p.add_argument("--task", action="append", help="only these task labels (repeatable)")
+    p.add_argument("--search", help="only instructions containing this text")
+    p.add_argument("--limit", type=int, default=1_000_000, help="at most this many input items")
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=16, help="items per shard (the unit of resume)")
+    p.add_argument("--detach", action="store_true", help="start the job and return; see `winnow jobs`")
+    p.set_defaults(func=cmd_stage)
 
 
 def main(argv: list[str] | None = None) -> int:

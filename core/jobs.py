@@ -18,12 +18,13 @@ The job process never opens the catalog: the catalog's owner ingests finished sh
 never ingests a shard twice. Killed at any point, a job resumes by running again: finished
 shards are skipped, so no item is lost or duplicated.
 
-What a kind does with its rows lives with the stage (core.generate, core.judge_stage); this
-module only knows the contract `worker(ctx, rows: pa.Table) -> pa.Table`.
+What a kind does with its rows is declared in the stage registry (core.stages); this module only
+knows the contract `worker(ctx, rows: pa.Table) -> pa.Table`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -71,13 +72,6 @@ class JobContext:
 
 
 Worker = Callable[[JobContext, pa.Table], pa.Table]
-
-
-def workers() -> dict[str, Worker]:
-    """Kinds of job and the function that turns a shard of input rows into output rows."""
-    from core import generate, judge_stage
-
-    return {"generate": generate.run_shard, "judge": judge_stage.run_shard}
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +251,7 @@ def run(job_dir: Path) -> int:
     size, total = config["shard_size"], config["total"]
     todo = [i for i in range(n_shards(total, size)) if not shard_path(job_dir, i).exists()]
     log(job_dir, f"run: {len(todo)} of {n_shards(total, size)} shards to do")
-    worker = workers()[config["kind"]]
+    worker = _worker(config)
     started, tokens, done_now = time.time(), 0, 0
     done_before = total - sum(min(size, total - i * size) for i in todo)
     try:
@@ -291,6 +285,18 @@ def run(job_dir: Path) -> int:
         return 1
     finally:
         ctx.close()
+
+
+def _worker(config: dict) -> Worker:
+    """The stage's shard function, named in the config ("module:function") so a job process needs
+    no registry lookup: a stage declared in a user's own module runs too."""
+    name = config.get("worker")
+    if not name:
+        from core import stages
+
+        name = stages.get(config["kind"]).worker
+    module, function = name.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def read_shard(path: Path) -> pa.Table:

@@ -26,7 +26,8 @@ from typing import Any
 
 from core.export import ExportError
 from core.ingest import ImportRejected
-from core.store import ExploreFilter
+from core.jobs import write_json
+from core.selection import ExploreFilter
 
 OWNER_FILE = "owner.json"
 POLL_SECONDS = 0.2
@@ -69,20 +70,10 @@ def _stats(ws, args: dict) -> dict:
     return ws.stats()
 
 
-def _create_generate_job(ws, args: dict) -> dict:
-    spec = ws.model(args["model"])
-    job_id = ws.create_generate_job(spec.to_dict(), args["role"], selection_from_dict(args.get("selection")),
-                                    params=args.get("params"), limit=int(args.get("limit") or 1_000_000),
-                                    round=int(args.get("round") or 0), shard_size=int(args.get("shard_size") or 16))
-    return {"job": job_id, "dir": str(ws.job_dir(job_id))}
-
-
-def _create_judge_job(ws, args: dict) -> dict:
-    spec = ws.model(args["model"])
-    job_id = ws.create_judge_job(spec.to_dict(), args["rubric"], args["roles"],
-                                 selection_from_dict(args.get("selection")), params=args.get("params"),
-                                 limit=int(args.get("limit") or 1_000_000), round=int(args.get("round") or 0),
-                                 shard_size=int(args.get("shard_size") or 16))
+def _create_job(ws, args: dict) -> dict:
+    job_id = ws.create_job(args["stage"], args.get("params") or {}, selection_from_dict(args.get("selection")),
+                           limit=int(args.get("limit") or 1_000_000), round=int(args.get("round") or 0),
+                           shard_size=int(args.get("shard_size") or 16))
     return {"job": job_id, "dir": str(ws.job_dir(job_id))}
 
 
@@ -121,8 +112,8 @@ def _job_dir(ws, args: dict) -> dict:
 
 
 OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
-    "import": _import, "export": _export, "stats": _stats, "create_generate_job": _create_generate_job,
-    "create_judge_job": _create_judge_job, "judge_summary": _judge_summary,
+    "import": _import, "export": _export, "stats": _stats, "create_job": _create_job,
+    "judge_summary": _judge_summary,
     "models": _models, "model": _model, "add_model": _add_model,
     "ingest_job": _ingest_job, "jobs": _jobs, "job_dir": _job_dir,
 }
@@ -139,12 +130,6 @@ def execute(ws, op: str, args: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class Owner:
     """Runs in the process that holds the catalog; executes queued requests in order."""
 
@@ -157,7 +142,7 @@ class Owner:
         self.current: str | None = None  # what the owner is doing, for the UI
 
     def start(self) -> Owner:
-        _write_json(self.ws.root / OWNER_FILE, {"pid": os.getpid(), "started": time.time()})
+        write_json(self.ws.root / OWNER_FILE, {"pid": os.getpid(), "started": time.time()})
         self._thread = threading.Thread(target=self._loop, name="winnow-owner", daemon=True)
         self._thread.start()
         return self
@@ -188,7 +173,7 @@ class Owner:
                 result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": "InternalError"}
             finally:
                 self.current = None
-            _write_json(path.with_name(path.stem + ".result.json"), result)
+            write_json(path.with_name(path.stem + ".result.json"), result)
             handled += 1
         return handled
 
@@ -231,7 +216,7 @@ def submit(root: Path, op: str, args: dict, timeout: float = 3600,
     requests = root / "requests"
     requests.mkdir(exist_ok=True)
     request_id = f"{time.time():.6f}-{uuid.uuid4().hex[:8]}"
-    _write_json(requests / f"{request_id}.json", {"op": op, "args": args})
+    write_json(requests / f"{request_id}.json", {"op": op, "args": args})
     result_path = requests / f"{request_id}.result.json"
     started = time.time()
     while not result_path.exists():

@@ -15,39 +15,26 @@ import json
 import os
 import re
 import sys
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from core import calibration as calib
 from core import export as export_mod
-from core import ingest, jobs
+from core import ingest, jobs, stages
 from core import judge as judge_mod
 from core.ids import content_id
-from core.store import BulkUnreadable, ExploreFilter, Store, WorkspaceBusy
+from core.selection import ExploreFilter
+from core.store import BulkUnreadable, Store, WorkspaceBusy
 
 CATALOG = "winnow.duckdb"
 DEFAULT_WORKSPACE = "workspace"
 SUBDIRS = ("runs", "models", "exports", "requests")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,99}$")
 REVIEW_DECISIONS = ("accept", "reject", None)
-
-def _finished_generations(shard: pa.Table):
-    """Only answers that finished (stop or length) become responses; too_long and errors stay in
-    the job's shards and log."""
-    return pc.is_in(shard["finish_reason"], value_set=pa.array(["stop", "length"]))
-
-
-# kind → (table, columns to insert, row filter): what a job's shards become in the catalog.
-INGEST_TARGETS = {
-    "generate": ("responses", ["id", "instruction_id", "role", "text", "n_chars", "model", "round", "method",
-                               "params", "meta"], _finished_generations),
-    "judge": ("judgments", ["id", "target_kind", "target_id", "judge_model", "rubric", "kind", "score", "scale_max",
-                            "raw", "parse_error", "rationale", "round", "template_hash", "params"], None),
-}
+# Models that exist to test the plumbing; their output is noise. Never a default, always marked.
+TEST_MODELS = frozenset({"tiny-random"})
 
 __all__ = ["Workspace", "WorkspaceBusy", "ExploreFilter", "resolve_workspace_path"]
 
@@ -233,51 +220,23 @@ class Workspace:
             raise ValueError(f"no job {job_id!r} in {self.jobs_dir}")
         return self.jobs_dir / job_id
 
-    def create_generate_job(self, model: dict, role: str, selection: ExploreFilter | None = None,
-                            params: dict | None = None, limit: int = 1_000_000, round: int = 0,
-                            shard_size: int = 16) -> str:
-        """Snapshot the selected instructions into a new generate job; returns its id. Starts nothing."""
-        if not re.match(r"^[a-z][a-z0-9_]{0,31}$", role or ""):
-            raise ValueError(f"role {role!r} is invalid: use lowercase letters, digits and '_'")
-        from core.generate import input_table
-        from core.llm.base import GenerationParams
+    def create_job(self, stage: str, params: dict | None = None, selection: ExploreFilter | None = None,
+                   limit: int = 1_000_000, round: int = 0, shard_size: int = 16) -> str:
+        """Snapshot a stage's input rows from the selection into a new job folder; returns its id.
+        Starts nothing (core.jobs.launch does). `params` are the stage's (core.stages); its
+        `model` is a model name of this workspace, or a model spec as a dict."""
+        from core.llm.registry import ModelSpec
 
-        params = GenerationParams.from_dict(params or {}).to_dict()
-        rows = self.store.instructions_for_job(selection or ExploreFilter(), limit)
-        if not rows:
-            raise ValueError("the selection holds no instruction; nothing to generate")
-        config = {"model": model, "role": role, "params": params, "round": round, "method": "generate"}
-        return self._create_job("generate", input_table(rows), config, shard_size)
-
-    def create_judge_job(self, model: dict, rubric: str, roles: list[str], selection: ExploreFilter | None = None,
-                         params: dict | None = None, limit: int = 1_000_000, round: int = 0,
-                         shard_size: int = 16) -> str:
-        """Snapshot the responses of `roles` in the selection into a new judge job; returns its id."""
-        from core import judge, judge_stage
-        from core.llm.base import GenerationParams
-
-        kind = judge.get_rubric(rubric).kind
-        rubric = judge.get_rubric(rubric).name
-        params = GenerationParams.from_dict(judge_stage.DEFAULT_JUDGE_PARAMS | (params or {})).to_dict()
-        config = {"model": model, "rubric": rubric, "roles": roles, "params": params, "round": round}
-        if kind == "pairwise":  # answers of roles[0] (A) against answers of roles[1] (B)
-            if len(roles) != 2 or roles[0] == roles[1]:
-                raise ValueError(f"a pairwise judge compares two roles (A then B), not {roles}")
-            rows = self.store.pairs_for_judge(selection or ExploreFilter(), roles[0], roles[1], limit)
-            if not rows:
-                raise ValueError(f"no instruction in the selection has answers of both {roles[0]} and {roles[1]}")
-            return self._create_job("judge", judge_stage.pair_input_table(rows), config, shard_size)
-        if kind == "listwise":  # every answer of these roles to an instruction, ranked together
-            rows = self.store.lists_for_judge(selection or ExploreFilter(), roles, limit)
-            if not rows:
-                raise ValueError(f"no instruction in the selection has two or more answers of {', '.join(roles)}")
-            return self._create_job("judge", judge_stage.list_input_table(rows), config, shard_size)
-        if kind != "pointwise":
-            raise ValueError(f"judge jobs run pointwise, pairwise or listwise rubrics; {rubric!r} is {kind}")
-        rows = self.store.responses_for_judge(selection or ExploreFilter(), roles, limit)
-        if not rows:
-            raise ValueError(f"the selection holds no response with role {', '.join(roles)}; nothing to judge")
-        return self._create_job("judge", judge_stage.input_table(rows), config, shard_size)
+        entry = stages.get(stage)
+        p = entry.make_params(params or {})
+        model = p.model
+        spec = ModelSpec.from_dict(model) if isinstance(model, dict) else self.model(model)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, not {limit!r}")
+        rows = entry.select(self, p, selection or ExploreFilter(), limit)
+        config = {"stage_params": stages.params_dict(p) | {"model": spec.name}, "model": spec.to_dict(),
+                  "round": int(round), "worker": entry.worker} | entry.config(p)
+        return self._create_job(entry.name, rows, config, shard_size)
 
     def _create_job(self, kind: str, table, config: dict, shard_size: int) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -296,16 +255,14 @@ class Workspace:
         """Ingest the job's finished shards that are not in yet (idempotent, one transaction each)."""
         job_dir = self.job_dir(job_id)
         config = jobs.read_json(job_dir / jobs.CONFIG)
-        table, columns, keep = INGEST_TARGETS[config["kind"]]
+        stage = stages.get(config["kind"])
         done = self.store.ingested_shards(job_id)
         new = 0
         for path in jobs.finished_shards(job_dir):
             if path.name in done:
                 continue
-            shard = jobs.read_shard(path)
-            shard = shard.filter(keep(shard)) if keep else shard
-            new += self.store.ingest_shard(job_id, path.name, hashlib.sha256(path.read_bytes()).hexdigest(),
-                                           table, shard.select([c for c in columns if c in shard.column_names]))
+            batches = stage.output_batches(jobs.read_shard(path))
+            new += self.store.ingest_shard(job_id, path.name, hashlib.sha256(path.read_bytes()).hexdigest(), batches)
         counts = self.store.job_ingest_counts(job_id)
         return {"job": job_id, "new_now": new, **counts, **jobs.summary(job_dir)}
 
@@ -435,6 +392,14 @@ class Workspace:
             raise ValueError(f"no model named {name!r} in this workspace; known models: {known}")
         return ModelSpec.from_json(spec_json)
 
+    def default_model(self) -> str:
+        """The model a judge or teacher form starts on: the newest model the user added, else the
+        built-in SmolLM2; never the random test model."""
+        from core.llm.registry import BUILTIN_SPECS
+
+        users = [row["name"] for row in sorted(self.store.models(), key=lambda r: r["created_at"], reverse=True)]
+        return (users or [name for name in BUILTIN_SPECS if name not in TEST_MODELS] or list(BUILTIN_SPECS))[0]
+
     def add_model(self, spec, replace: bool = False):
         """Register a model spec (a ModelSpec or its dict). A local folder must exist and hold
         config.json and safetensors weights. Built-in names are taken; an existing user spec is
@@ -481,6 +446,3 @@ class Workspace:
     def filter_options(self) -> dict:
         return self.store.filter_options()
 
-
-def summary_dict(summary: ingest.ImportSummary) -> dict:
-    return asdict(summary) | {"new": summary.n_new, "rejected": summary.n_rejected}

@@ -10,6 +10,7 @@ import streamlit as st
 
 import ui
 from core import charts
+from core import reviews as reviews_mod
 from core.store import EXPLORE_ORDERS
 from core.workspace import ExploreFilter
 
@@ -158,7 +159,7 @@ def _flash(target_id: str, verdict: dict) -> None:
         return
     del st.session_state["explore_flash"]  # shown once
     if flash["ok"]:
-        st.success(f"Review saved. Now: {ui.describe_verdict(verdict)}.")
+        st.success(f"Review saved. Now: {reviews_mod.describe_verdict(verdict)}.")
     else:
         st.error(ui.md_escape(flash["message"]))
 
@@ -220,28 +221,28 @@ def render_sample(sample: dict) -> None:
     st.subheader(f"Responses ({len(responses)})")
     if not responses:
         st.text("This instruction has no response yet. Review the instruction itself:")
-        verdict = ui.current_verdict(reviews, ins["id"])
-        st.text(f"Verdict: {ui.describe_verdict(verdict)}")
+        verdict = reviews_mod.current_verdict(reviews, ins["id"])
+        st.text(f"Verdict: {reviews_mod.describe_verdict(verdict)}")
         review_form(ins["id"], "instruction", None, verdict)
     per_row = 3
     for start in range(0, len(responses), per_row):
         chunk = responses[start:start + per_row]
         for col, r in zip(st.columns(len(chunk)), chunk, strict=True):
             with col:
-                verdict = ui.current_verdict(reviews, r["id"])
+                verdict = reviews_mod.current_verdict(reviews, r["id"])
                 mark = " · ".join(sorted(set(marks.get(r["id"], []))))
                 st.text(f"{r['role']}" + (f" · {mark.upper()}" if mark else ""))
                 st.text(f"model: {r.get('model') or '—'} · {r['n_chars']:,} chars · round {r['round']} · {r['method']}")
                 ui.show_text(r["text"], height=320)
                 if verdict["edited_text"]:
                     ui.show_text(verdict["edited_text"], "Latest edit (exported instead of the text above)", height=240)
-                st.text(f"Verdict: {ui.describe_verdict(verdict)}")
+                st.text(f"Verdict: {reviews_mod.describe_verdict(verdict)}")
                 review_form(r["id"], "response", verdict["edited_text"] or r["text"], verdict)
 
     if responses:
         with st.expander("Review the instruction itself"):
-            verdict = ui.current_verdict(reviews, ins["id"])
-            st.text(f"Verdict: {ui.describe_verdict(verdict)}")
+            verdict = reviews_mod.current_verdict(reviews, ins["id"])
+            st.text(f"Verdict: {reviews_mod.describe_verdict(verdict)}")
             review_form(ins["id"], "instruction", None, verdict)
 
     role_of = {r["id"]: r["role"] for r in responses} | {ins["id"]: "instruction"}

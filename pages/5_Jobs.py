@@ -6,8 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from core import jobs
-from core.judge import RUBRICS
+from core import jobs, stages
 from core.workspace import ExploreFilter
 
 st.set_page_config(page_title="Jobs · Winnow", page_icon="🌾", layout="wide")
@@ -16,14 +15,14 @@ ws = ui.workspace()
 st.title("Jobs")
 ui.reap_jobs()
 
-POINTWISE = [name for name, r in RUBRICS.items() if r.kind == "pointwise"]
 RESUMABLE = ("stopped", "failed", "cancelled", "pending")
 
 options = ws.filter_options()
 model_names = [s.name for s in ws.models()]
+STAGES = stages.all_stages()
 
 # --------------------------------------------------------------------------------------------
-# Starting jobs
+# Starting jobs: one form per registered stage, built from its params (core.stages)
 # --------------------------------------------------------------------------------------------
 
 
@@ -31,80 +30,80 @@ def _flash(ok: bool, message: str) -> None:
     st.session_state["jobs_flash"] = {"ok": ok, "message": message}
 
 
-def _start(kind: str) -> None:
+def _start(name: str) -> None:
     """Form callback: snapshot the selection into a job folder, then launch it."""
     get = st.session_state.get
-    prefix = f"jobs_{kind}"
+    prefix = f"jobs_{name}"
+    stage = stages.get(name)
     selection = ExploreFilter(datasets=get(f"{prefix}_datasets") or [], tasks=get(f"{prefix}_tasks") or [])
+    params = {}
+    for f in stage.fields():
+        value = get(f"{prefix}_{f.name}")
+        if isinstance(value, str):
+            value = value.strip()
+        if f.kind == "int" and value is not None:
+            value = int(value)
+        params[f.name] = value
     try:
-        spec = ws.model(get(f"{prefix}_model"))
-        seed = get(f"{prefix}_seed")
-        params = {"temperature": float(get(f"{prefix}_temperature")), "max_tokens": int(get(f"{prefix}_max_tokens"))}
-        if seed is not None:
-            params["seed"] = int(seed)
-        common = dict(selection=selection, limit=int(get(f"{prefix}_limit")), round=int(get(f"{prefix}_round")),
-                      shard_size=int(get(f"{prefix}_shard_size")))
-        if kind == "generate":
-            params["n"] = int(get("jobs_generate_n"))
-            job_id = ws.create_generate_job(spec.to_dict(), (get("jobs_generate_role") or "").strip(),
-                                            params=params, **common)
-        else:
-            roles = get("jobs_judge_roles") or []
-            if not roles:
-                raise ValueError("choose at least one response role to judge")
-            job_id = ws.create_judge_job(spec.to_dict(), get("jobs_judge_rubric"), roles, params=params, **common)
+        job_id = ws.create_job(name, params, selection, limit=int(get(f"{prefix}_limit")),
+                               round=int(get(f"{prefix}_round")), shard_size=int(get(f"{prefix}_shard_size")))
         ui.launch_job(ws.job_dir(job_id))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as exc:
         _flash(False, str(exc))
     else:
         st.session_state["jobs_selected"] = job_id
         _flash(True, f"Started {job_id}.")
 
 
-def _shared_fields(prefix: str, default_limit: int, default_tokens: int, default_temperature: float) -> None:
-    c1, c2 = st.columns(2)
-    c1.multiselect("Datasets", options["datasets"], key=f"{prefix}_datasets", placeholder="all datasets")
-    c2.multiselect("Tasks", options["tasks"], key=f"{prefix}_tasks", placeholder="all tasks")
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Limit (items)", min_value=1, value=default_limit, step=100, key=f"{prefix}_limit")
-    c2.number_input("Max tokens", min_value=1, max_value=32768, value=default_tokens, step=64,
-                    key=f"{prefix}_max_tokens")
-    c3.number_input("Temperature", min_value=0.0, max_value=2.0, value=default_temperature, step=0.1,
-                    key=f"{prefix}_temperature")
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Seed (optional)", min_value=0, value=None, step=1, key=f"{prefix}_seed")
-    c2.number_input("Round", min_value=0, value=0, step=1, key=f"{prefix}_round")
-    c3.number_input("Shard size", min_value=1, max_value=4096, value=16, step=8, key=f"{prefix}_shard_size",
-                    help="Items per output shard: a killed job redoes at most one shard.")
+def _field(container, f, key: str) -> None:
+    """One stage parameter as a widget; the kind decides which."""
+    label, help = f.label, f.help or None
+    if f.kind == "model":
+        container.selectbox(label, model_names, index=model_names.index(ui.default_model(model_names)),
+                            key=key, help=help, format_func=ui.model_label)
+    elif f.kind == "roles":
+        container.multiselect(label, options["roles"], default=options["roles"][:1], key=key, help=help)
+    elif f.kind == "choice":
+        choices = list(f.choices)
+        container.selectbox(label, choices, index=choices.index(f.default) if f.default in choices else 0,
+                            key=key, help=help)
+    elif f.kind in ("int", "float"):
+        number = int if f.kind == "int" else float
+        container.number_input(label, min_value=None if f.minimum is None else number(f.minimum),
+                               max_value=None if f.maximum is None else number(f.maximum),
+                               value=None if f.default is None else number(f.default),
+                               step=1 if f.kind == "int" else 0.1, key=key, help=help)
+    else:
+        default = {"role": "student"}.get(f.kind, "") if f.default is None else str(f.default)
+        container.text_input(label, value=default, key=key, help=help)
+
+
+def stage_form(stage) -> None:
+    prefix = f"jobs_{stage.name}"
+    with st.form(f"{prefix}_form", border=True):
+        st.caption(stage.help[:1].upper() + stage.help[1:] + ".")
+        columns = st.columns(3)
+        for i, f in enumerate(stage.fields()):
+            _field(columns[i % 3], f, f"{prefix}_{f.name}")
+        c1, c2 = st.columns(2)
+        c1.multiselect("Datasets", options["datasets"], key=f"{prefix}_datasets", placeholder="all datasets")
+        c2.multiselect("Tasks", options["tasks"], key=f"{prefix}_tasks", placeholder="all tasks")
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("Limit (items)", min_value=1, value=1000, step=100, key=f"{prefix}_limit")
+        c2.number_input("Round", min_value=0, value=0, step=1, key=f"{prefix}_round")
+        c3.number_input("Shard size", min_value=1, max_value=4096, value=16, step=8, key=f"{prefix}_shard_size",
+                        help="Items per output shard: a killed job redoes at most one shard.")
+        st.form_submit_button(f"Start {stage.name} job", type="primary", on_click=_start, args=(stage.name,),
+                              key=f"{prefix}_start")
 
 
 if not options["datasets"]:
     st.info("The workspace is empty: import prompts or pairs first.")
     st.page_link("pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
 
-gen_tab, judge_tab = st.tabs(["Generate", "Judge"])
-with gen_tab, st.form("jobs_generate_form", border=True):
-    st.caption("A model answers the selected instructions; its answers become responses of the role you name.")
-    c1, c2, c3 = st.columns(3)
-    c1.selectbox("Model", model_names, key="jobs_generate_model")
-    c2.text_input("Response role", value="student", key="jobs_generate_role",
-                  help="Lowercase letters, digits and '_' (teacher, student, ...).")
-    c3.number_input("Samples per instruction (n)", min_value=1, max_value=256, value=1, key="jobs_generate_n")
-    _shared_fields("jobs_generate", 1000, 256, 0.7)
-    st.form_submit_button("Start generate job", type="primary", on_click=_start, args=("generate",),
-                          key="jobs_generate_start")
-
-with judge_tab, st.form("jobs_judge_form", border=True):
-    st.caption("A judge model scores the selected responses on a pointwise rubric; verdicts that do not "
-               "parse are kept with their raw text and counted.")
-    c1, c2, c3 = st.columns(3)
-    c1.selectbox("Judge model", model_names, key="jobs_judge_model")
-    c2.selectbox("Rubric", POINTWISE, key="jobs_judge_rubric",
-                 format_func=lambda r: f"{r} — {RUBRICS[r].description}")
-    c3.multiselect("Response roles", options["roles"], default=options["roles"][:1], key="jobs_judge_roles")
-    _shared_fields("jobs_judge", 1000, 256, 0.0)
-    st.form_submit_button("Start judge job", type="primary", on_click=_start, args=("judge",),
-                          key="jobs_judge_start")
+for tab, stage in zip(st.tabs([s.name.replace("_", " ").capitalize() for s in STAGES]), STAGES, strict=True):
+    with tab:
+        stage_form(stage)
 
 flash = st.session_state.pop("jobs_flash", None)
 if flash:

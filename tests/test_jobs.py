@@ -47,7 +47,7 @@ def with_student_answers(tmp_path, params: dict, limit: int) -> Workspace:
 
     ws = Workspace(tmp_path / "ws")
     ws.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
-    run_to_done(ws, ws.create_generate_job(tiny_spec(ws), "student", params=params, limit=limit, shard_size=limit))
+    run_to_done(ws, ws.create_job("generate", {"model": tiny_spec(ws), "role": "student"} | params, limit=limit, shard_size=limit))
     return ws
 
 
@@ -60,8 +60,7 @@ def shard_instruction_ids(job_dir) -> list[str]:
 
 def test_generate_job_writes_shards_and_ingests_responses_with_lineage(prompts_ws):
     ws = prompts_ws
-    job_id = ws.create_generate_job(tiny_spec(ws), "student", ExploreFilter(datasets=["prompts"]),
-                                    params=TINY | {"n": 2}, limit=6, round=1, shard_size=2)
+    job_id = ws.create_job("generate", {"model": tiny_spec(ws), "role": "student"} | TINY | {"n": 2}, ExploreFilter(datasets=["prompts"]), limit=6, round=1, shard_size=2)
     job_dir = ws.job_dir(job_id)
     assert jobs.status(job_dir) == "pending"
     proc = jobs.launch(job_dir)
@@ -89,7 +88,7 @@ def test_generate_job_writes_shards_and_ingests_responses_with_lineage(prompts_w
 
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(prompts_ws):
     ws = prompts_ws
-    job_id = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"max_tokens": 24}, shard_size=2)
+    job_id = ws.create_job("generate", {"model": tiny_spec(ws), "role": "student"} | TINY | {"max_tokens": 24}, shard_size=2)
     job_dir = ws.job_dir(job_id)
     jobs.launch(job_dir)
     deadline = time.time() + 120
@@ -119,7 +118,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(prompts_ws):
 
 def test_cancel_stops_cleanly_and_resume_finishes(prompts_ws):
     ws = prompts_ws
-    job_id = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"max_tokens": 24}, shard_size=2)
+    job_id = ws.create_job("generate", {"model": tiny_spec(ws), "role": "student"} | TINY | {"max_tokens": 24}, shard_size=2)
     job_dir = ws.job_dir(job_id)
     jobs.launch(job_dir)
     while not jobs.finished_shards(job_dir):
@@ -136,7 +135,7 @@ def test_cancel_stops_cleanly_and_resume_finishes(prompts_ws):
 def test_a_failing_model_marks_the_job_failed_with_its_reason(prompts_ws, tmp_path):
     ws = prompts_ws
     missing = {"name": "gone", "backend": "hf", "path": str(tmp_path / "no-such-model")}
-    job_id = ws.create_generate_job(missing, "student", params=TINY, limit=4)
+    job_id = ws.create_job("generate", {"model": missing, "role": "student"} | TINY, limit=4)
     job_dir = ws.job_dir(job_id)
     jobs.launch(job_dir)
     info = jobs.wait(job_dir, timeout=60)
@@ -147,8 +146,8 @@ def test_a_failing_model_marks_the_job_failed_with_its_reason(prompts_ws, tmp_pa
 
 def test_judge_job_stores_raw_verdicts_and_null_scores_never_zero(prompts_ws):
     ws = prompts_ws
-    run_to_done(ws, ws.create_generate_job(tiny_spec(ws), "student", params=TINY, limit=4, shard_size=4))
-    run_to_done(ws, ws.create_judge_job(tiny_spec(ws), "pointwise_10", ["student"], params={"max_tokens": 12}))
+    run_to_done(ws, ws.create_job("generate", {"model": tiny_spec(ws), "role": "student"} | TINY, limit=4, shard_size=4))
+    run_to_done(ws, ws.create_job("judge", {"model": tiny_spec(ws), "rubric": "pointwise_10", "roles": ["student"]} | {"max_tokens": 12}))
     rows = ws.store._dicts("SELECT score, raw, parse_error, template_hash FROM judgments")
     assert len(rows) == ws.explore_count(ExploreFilter(roles=["student"])) or len(rows) >= 4
     for row in rows:
@@ -185,7 +184,7 @@ def test_cli_generate_and_judge_end_to_end(prompts_ws):
 def test_sigterm_then_resume_leaves_only_whole_shards(prompts_ws):
     """SIGTERM (a machine shutting down) may cut a shard write; resume clears it and completes."""
     ws = prompts_ws
-    job_id = ws.create_generate_job(tiny_spec(ws), "student", params=TINY | {"max_tokens": 24}, shard_size=4)
+    job_id = ws.create_job("generate", {"model": tiny_spec(ws), "role": "student"} | TINY | {"max_tokens": 24}, shard_size=4)
     job_dir = ws.job_dir(job_id)
     proc = jobs.launch(job_dir)
     while not jobs.finished_shards(job_dir):
@@ -209,7 +208,7 @@ def test_smollm2_generates_and_judges_eight_prompts_through_real_jobs(tmp_path):
     try:
         ws.import_paths([EVAL_FILE], "eval", fmt="prompts")
         spec = ws.model("smollm2-135m-instruct").to_dict()
-        gen = ws.create_generate_job(spec, "student", params={"max_tokens": 48, "temperature": 0.7, "top_p": 0.9,
+        gen = ws.create_job("generate", {"model": spec, "role": "student"} | {"max_tokens": 48, "temperature": 0.7, "top_p": 0.9,
                                                               "seed": 3}, limit=8, shard_size=4)
         jobs.launch(ws.job_dir(gen))
         info = jobs.wait(ws.job_dir(gen), timeout=600)
@@ -218,7 +217,7 @@ def test_smollm2_generates_and_judges_eight_prompts_through_real_jobs(tmp_path):
         answers = ws.store._dicts("SELECT text FROM responses WHERE role = 'student'")
         assert len(answers) == 8 and all(len(a["text"].split()) >= 3 for a in answers)
 
-        judge = ws.create_judge_job(spec, "pointwise_10", ["student"], params={"max_tokens": 96}, shard_size=4)
+        judge = ws.create_job("judge", {"model": spec, "rubric": "pointwise_10", "roles": ["student"]} | {"max_tokens": 96}, shard_size=4)
         jobs.launch(ws.job_dir(judge))
         info = jobs.wait(ws.job_dir(judge), timeout=600)
         assert info["status"] == "done", (ws.job_dir(judge) / jobs.LOG).read_text()
@@ -237,8 +236,8 @@ def test_pairwise_judge_job_asks_both_orders(tmp_path):
     ws = with_student_answers(tmp_path, TINY, limit=3)
     try:
         with pytest.raises(ValueError, match="two roles"):
-            ws.create_judge_job(tiny_spec(ws), "pairwise", ["seed"])
-        run_to_done(ws, ws.create_judge_job(tiny_spec(ws), "pairwise", ["seed", "student"], params={"max_tokens": 8}))
+            ws.create_job("judge", {"model": tiny_spec(ws), "rubric": "pairwise", "roles": ["seed"]})
+        run_to_done(ws, ws.create_job("judge", {"model": tiny_spec(ws), "rubric": "pairwise", "roles": ["seed", "student"]} | {"max_tokens": 8}))
         rows = ws.store._dicts("SELECT target_kind, target_id, kind, score, params FROM judgments")
         assert len(rows) == 6, "3 pairs, each asked as shown and swapped"
         orders: dict[str, set] = {}
@@ -254,7 +253,7 @@ def test_pairwise_judge_job_asks_both_orders(tmp_path):
 def test_listwise_judge_job_ranks_every_answer(tmp_path):
     ws = with_student_answers(tmp_path, TINY | {"n": 2}, limit=2)
     try:
-        run_to_done(ws, ws.create_judge_job(tiny_spec(ws), "listwise", ["seed", "student"], params={"max_tokens": 8}))
+        run_to_done(ws, ws.create_job("judge", {"model": tiny_spec(ws), "rubric": "listwise", "roles": ["seed", "student"]} | {"max_tokens": 8}))
         ranked = ws.store._dicts("SELECT target_id, kind, score FROM judgments")
         answers = ws.store._dicts("""SELECT r.id FROM responses r JOIN instructions i ON i.id = r.instruction_id
                                      WHERE i.id IN (SELECT instruction_id FROM responses WHERE role = 'student')""")

@@ -171,8 +171,7 @@ def test_jobs_page_refuses_a_bad_job_and_resumes_a_cancelled_one(app_ws, tmp_pat
     # A job created but cancelled before it ran is offered for resuming; Start launches it.
     import ui
 
-    job_id = app_ws.create_generate_job(app_ws.model("tiny-random").to_dict(), "student",
-                                        params={"max_tokens": 4}, limit=1)
+    job_id = app_ws.create_job("generate", {"model": app_ws.model("tiny-random").to_dict(), "role": "student"} | {"max_tokens": 4}, limit=1)
     jobs.cancel(app_ws.job_dir(job_id))
     launched = []
     monkeypatch.setattr(ui, "launch_job", lambda d: launched.append(d))

@@ -535,8 +535,6 @@ ORDER BY sel.seq, p.rowid
 # --------------------------------------------------------------------------------------------
 
 INSERT_JOB = "INSERT INTO jobs (id, kind, dir, model, config) VALUES (?, ?, ?, ?, ?)"
-SELECT_JOBS = "SELECT id, kind, dir, model, created_at FROM jobs ORDER BY created_at DESC LIMIT ?"
-SELECT_JOB = "SELECT id, kind, dir, model, config, created_at FROM jobs WHERE id = ?"
 SELECT_INGESTED_SHARDS = "SELECT shard FROM job_shards WHERE job_id = ?"
 INSERT_JOB_SHARD = "INSERT INTO job_shards (job_id, shard, sha256, n_rows, n_new) VALUES (?, ?, ?, ?, ?)"
 SELECT_JOB_INGEST_COUNTS = """
@@ -1000,21 +998,15 @@ class Store(LabelQueries, DifficultyQueries, SnapshotQueries):
         with self.transaction() as cur:
             cur.execute(INSERT_JOB, values)
 
-    def jobs(self, limit: int = 200) -> list[dict]:
-        return self._dicts(SELECT_JOBS, [limit])
-
-    def job(self, job_id: str) -> dict | None:
-        rows = self._dicts(SELECT_JOB, [job_id])
-        return rows[0] if rows else None
-
     def ingested_shards(self, job_id: str) -> set[str]:
         return {r[0] for r in self._rows(SELECT_INGESTED_SHARDS, [job_id])}
 
-    def ingest_shard(self, job_id: str, shard: str, sha256: str, table: str, batch: pa.Table) -> int:
-        """Insert a shard's rows and record the shard, in one transaction; returns new rows."""
+    def ingest_shard(self, job_id: str, shard: str, sha256: str, batches: list[tuple[str, pa.Table]]) -> int:
+        """Insert a shard's rows (into one or several tables) and record the shard, in one
+        transaction; returns the new rows."""
         with self.transaction() as cur:
-            n_new = self.insert_batch(cur, table, batch)
-            cur.execute(INSERT_JOB_SHARD, [job_id, shard, sha256, batch.num_rows, n_new])
+            n_new = sum(self.insert_batch(cur, table, batch) for table, batch in batches)
+            cur.execute(INSERT_JOB_SHARD, [job_id, shard, sha256, sum(b.num_rows for _, b in batches), n_new])
         return n_new
 
     def job_ingest_counts(self, job_id: str) -> dict:
