@@ -141,6 +141,14 @@ class Workspace:
         return export_mod.export(self.store, fmt, Path(out), selection, roles, exclude_rejected,
                                  file_type=file_type if Path(out).suffix != ".parquet" else "parquet")
 
+    def export_files(self, limit: int = 50) -> list[dict]:
+        """The files in exports/, newest first: name, size and modification time."""
+        files = [p for p in self.exports_dir.glob("*.*") if p.is_file() and not p.name.startswith(".")]
+        files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        return [{"file": p.name, "size (KB)": round(p.stat().st_size / 1024, 1),
+                 "modified": datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")}
+                for p in files[:limit]]
+
     def export_records(self, fmt: str, selection: ExploreFilter | None = None, roles: list[str] | None = None,
                        exclude_rejected: bool = False) -> list[dict]:
         return export_mod.build_records(self.store, fmt, selection or ExploreFilter(), roles, exclude_rejected)
@@ -247,8 +255,15 @@ class Workspace:
         return job_id
 
     def jobs(self) -> list[dict]:
-        """Every job folder with its status and progress, newest first."""
+        """Every job folder with its status and progress, newest first; with its finished and
+        ingested shard counts (shards_done, shards_ingested) and whether it will change by itself
+        (live: it runs, or it has finished shards the owner has yet to ingest)."""
         found = [jobs.summary(d) for d in self.jobs_dir.iterdir() if (d / jobs.CONFIG).exists()]
+        for info in found:
+            info["shards_done"] = len(jobs.finished_shards(Path(info["dir"])))
+            info["shards_ingested"] = int(self.store.job_ingest_counts(info["id"])["shards"])
+            info["live"] = info["status"] == "running" or (
+                info["status"] == "done" and info["shards_done"] > info["shards_ingested"])
         return sorted(found, key=lambda j: j["created"] or "", reverse=True)
 
     def ingest_job(self, job_id: str) -> dict:
@@ -270,8 +285,7 @@ class Workspace:
         """Ingest what every job has finished so far (the owner thread calls this)."""
         new = 0
         for info in self.jobs():
-            if info["status"] in ("running", "done", "stopped", "cancelled", "failed") and \
-                    len(jobs.finished_shards(Path(info["dir"]))) > len(self.store.ingested_shards(info["id"])):
+            if info["status"] != "pending" and info["shards_done"] > info["shards_ingested"]:
                 new += self.ingest_job(info["id"])["new_now"]
         return new
 

@@ -1,6 +1,5 @@
 """Export: a selection of the workspace → a training file under the workspace's exports/ folder."""
 
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -79,11 +78,7 @@ if result and Path(result["path"]).exists():
     st.text("First records")
     st.dataframe(ui.file_preview(out), hide_index=True, width="stretch", key="export_preview")
 
-files = sorted(ws.exports_dir.glob("*.*"), key=lambda p: p.stat().st_mtime, reverse=True)
-files = [p for p in files if not p.name.startswith(".")]
+files = ws.export_files()
 if files:
     st.subheader("Files in exports/")
-    st.dataframe(pd.DataFrame([{
-        "file": p.name, "size (KB)": round(p.stat().st_size / 1024, 1),
-        "modified": datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S"),
-    } for p in files[:50]]), hide_index=True, width="stretch", key="export_files")
+    st.dataframe(pd.DataFrame(files), hide_index=True, width="stretch", key="export_files")

@@ -1,7 +1,6 @@
 """Jobs: start generate and judge jobs (each runs in its own process), follow their progress live,
 read their logs, cancel, resume, and ingest what they wrote."""
 
-from pathlib import Path
 
 import streamlit as st
 
@@ -165,24 +164,16 @@ def job_detail(info: dict) -> None:
     st.caption(f"Folder: {info['dir']}")
 
 
-def with_shards(infos: list[dict]) -> list[dict]:
-    """Each job's summary plus its finished and ingested shard counts."""
-    return [j | {"shards_done": len(jobs.finished_shards(Path(j["dir"]))),
-                 "shards_ingested": int(ws.job_ingest_counts(j["id"])["shards"])} for j in infos]
-
-
 def live(infos: list[dict]) -> bool:
-    """Something will change by itself: a job runs, or the owner has finished shards to ingest."""
-    return any(j["status"] == "running" or (j["status"] == "done" and j["shards_done"] > j["shards_ingested"])
-               for j in infos)
+    return any(j["live"] for j in infos)
 
 
-polling = live(with_shards(ws.jobs()))
+polling = live(ws.jobs())
 
 
 @st.fragment(run_every=2 if polling else None)
 def jobs_panel() -> None:
-    infos = with_shards(ws.jobs())
+    infos = ws.jobs()
     running = [j for j in infos if j["status"] == "running"]
     if st.session_state.pop("jobs_restart_polling", False) or live(infos) != polling:
         st.rerun()  # start or stop the 2-second refresh (the whole page reruns once)
