@@ -110,7 +110,7 @@ def test_failing_migration_is_rolled_back_and_not_recorded(tmp_path, monkeypatch
     store = Store(tmp_path / "f.duckdb")
     store.migrate()
     broken = ("9999_broken", ["CREATE TABLE half_done (a INTEGER)", "SELECT * FROM no_such_table"])
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*MIGRATIONS, broken])
+    monkeypatch.setattr(store_mod.base, "MIGRATIONS", [*MIGRATIONS, broken])
     with pytest.raises(Exception, match="no_such_table"):
         store.migrate()
     assert "9999_broken" not in store.applied_migrations()
