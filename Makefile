@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 $(WORKSPACE)/winnow.duckdb: | $(STAMP)
-	$(BIN)/winnow init --demo --workspace $(WORKSPACE)
+	$(BIN)/winnow init --demo --demo-pipeline --workspace $(WORKSPACE)
 
 demo: $(WORKSPACE)/winnow.duckdb
 

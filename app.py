@@ -23,6 +23,34 @@ for col, (label, key) in zip(st.columns(len(metrics)), metrics, strict=True):
 
 empty = stats["datasets"] == 0
 
+
+_demo = ws.demo_status()
+
+
+@st.fragment(run_every=3 if _demo and _demo["state"] in ("queued", "running") else None)
+def demo_progress() -> None:
+    """The demo's first numbers, computed in the background after `make run` (core.demo)."""
+    status = ws.demo_status()
+    if not status or status["state"] == "done":
+        if status and st.session_state.pop("home_demo_running", False):
+            st.rerun()  # the numbers below are in: show them
+        return
+    st.session_state["home_demo_running"] = True
+    job = status.get("job")
+    if status["state"] == "failed":
+        st.error(ui.md_escape(f"The demo judge job failed: {status.get('error')}. See the Jobs page."))
+    elif job:
+        total = max(int(job["total"] or 0), 1)
+        st.progress(min(job["done"] / total, 1.0),
+                    text=f"Judging the demo seed with the built-in SmolLM2 (probability scoring): "
+                         f"{job['done']:,} of {job['total']:,} answers · ETA {ui.duration(job['eta_s'])}. "
+                         "The app is usable meanwhile.")
+    else:
+        st.info("Starting the demo's background judge and task labelling …")
+
+
+demo_progress()
+
 st.subheader("What to do next")
 if empty:
     st.info("This workspace is empty. Import a file of instruction/response pairs, prompts, chats, "
@@ -52,6 +80,14 @@ else:
         st.page_link("pages/6_Judgments.py", label="Check the judges", icon=":material/balance:")
         st.caption("Score histograms, parse failures, and precision against your labels at a threshold."
                    if stats["judgments"] else "Once a judge job has run: how far its scores can be trusted.")
+    left, mid, right = st.columns(3)
+    with left:
+        st.page_link("pages/7_Difficulty_and_Tasks.py", label="Difficulty and tasks", icon=":material/insights:")
+        st.caption("TAPIR's MFD with a δ slider and kept counts per task; the task mix and its TAPIR target.")
+    with mid:
+        st.page_link("pages/8_Curate.py", label="Curate a snapshot", icon=":material/filter_alt:")
+        st.caption("Filters, judge thresholds, MFD > δ, rebalancing and weights, with live counts; "
+                   "save an immutable snapshot and export it.")
     if stats["import_rejects"]:
         st.warning(f"{int(stats['import_rejects']):,} rows were rejected on import; "
                    "the Import page lists them with file, line and reason.")

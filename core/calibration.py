@@ -7,9 +7,11 @@ narrow the interval most. Self-curation by a weak model is noisy (Humpback repor
 0.44 for its seed model), so these numbers decide whether a threshold can be trusted.
 
 Conventions:
-- A target is *kept* when its score is ≥ the threshold. A target whose verdict did not parse
-  (score NaN/None) is not kept, exactly as the curation filter `score >= t` treats NULL, so
-  precision and recall describe the filter as it will actually run.
+- A target is *kept* when its score is ≥ the threshold, or ≤ it for a rubric where lower is
+  better (`higher_is_better=False`: listwise ranks, 1 = best; `core.judge.higher_is_better`
+  says which). A target whose verdict did not parse (score NaN/None) is not kept, exactly as the
+  curation filter `score >= t` treats NULL, so precision and recall describe the filter as it
+  will actually run. `kept_mask` and `kept_condition_sql` are that one rule for numpy and SQL.
 - Labels: 1/True/'accept' = the human keeps it; 0/False/'reject' = the human drops it.
 - Proportions carry a Wilson 95% interval (good at small n and near 0 or 1, unlike the normal
   approximation). Kendall τ-b carries a seeded percentile bootstrap interval.
@@ -27,8 +29,8 @@ import pandas as pd
 
 __all__ = [
     "Calibration", "JudgeEvidence", "Proportion", "Tau", "Z95", "calibrate", "confusion", "kendall_tau", "kendall_tau_b",
-    "kept_share", "parse_failure_rate", "proportion", "review_candidates", "threshold_sweep",
-    "to_labels", "wilson_interval",
+    "kept_condition_sql", "kept_mask", "kept_share", "parse_failure_rate", "proportion", "review_candidates",
+    "threshold_sweep", "to_labels", "wilson_interval",
 ]
 
 Z95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
@@ -131,11 +133,27 @@ def _population(population) -> tuple[np.ndarray, np.ndarray]:
 # Metrics at one threshold
 # --------------------------------------------------------------------------------------------
 
-def confusion(scores: Iterable, labels: Iterable, threshold: float) -> dict[str, int]:
-    """tp/fp/fn/tn of the filter `score >= threshold` against human labels (NaN = not kept)."""
+def kept_mask(scores, threshold: float, higher_is_better: bool = True) -> np.ndarray:
+    """Which scores the filter keeps: score >= threshold (or <= when lower is better); NaN/None
+    (no parsed verdict) is never kept."""
+    s = scores if isinstance(scores, np.ndarray) and scores.dtype == np.float64 else _scores(scores)
+    if higher_is_better:
+        return np.nan_to_num(s, nan=-np.inf) >= threshold
+    return np.nan_to_num(s, nan=np.inf) <= threshold
+
+
+def kept_condition_sql(higher_is_better: bool = True, column: str = "score") -> str:
+    """The same rule as a SQL condition with one `?` for the threshold (NULL is not kept there either)."""
+    if not column.replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"column must be a plain column name, not {column!r}")
+    return f"{column} {'>=' if higher_is_better else '<='} ?"
+
+
+def confusion(scores: Iterable, labels: Iterable, threshold: float, higher_is_better: bool = True
+              ) -> dict[str, int]:
+    """tp/fp/fn/tn of the filter `score >= threshold` (or `<=`) against human labels (NaN = not kept)."""
     s, y = _aligned(scores, labels)
-    with np.errstate(invalid="ignore"):
-        kept = np.nan_to_num(s, nan=-np.inf) >= threshold
+    kept = kept_mask(s, threshold, higher_is_better)
     return {
         "tp": int(np.sum(kept & (y == 1))),
         "fp": int(np.sum(kept & (y == 0))),
@@ -144,14 +162,14 @@ def confusion(scores: Iterable, labels: Iterable, threshold: float) -> dict[str,
     }
 
 
-def kept_share(population, threshold: float) -> Proportion:
+def kept_share(population, threshold: float, higher_is_better: bool = True) -> Proportion:
     """Share of judged targets the threshold keeps (unparsed ones count as judged, not kept)."""
     values, counts = _population(population)
-    return _kept(values, counts, threshold)
+    return _kept(values, counts, threshold, higher_is_better)
 
 
-def _kept(values: np.ndarray, counts: np.ndarray, threshold: float) -> Proportion:
-    kept = np.nan_to_num(values, nan=-np.inf) >= threshold
+def _kept(values: np.ndarray, counts: np.ndarray, threshold: float, higher_is_better: bool = True) -> Proportion:
+    kept = kept_mask(values, threshold, higher_is_better)
     return proportion(int(counts[kept].sum()), int(counts.sum()))
 
 
@@ -279,10 +297,11 @@ class Calibration:
     kept: Proportion         # share of all judged targets the threshold keeps
     parse_failures: Proportion  # share of verdicts that did not parse
     kendall: Tau             # judge score vs human label, over labeled targets with a score
+    higher_is_better: bool = True  # False: kept means score <= threshold (ranks)
 
     def sentence(self) -> str:
         """E.g. "score ≥ 4 keeps 61% at precision 0.82 ± 0.07 on 48 labels"."""
-        head = f"score ≥ {self.threshold:g}"
+        head = f"score {'≥' if self.higher_is_better else '≤'} {self.threshold:g}"
         if self.kept.n == 0:
             return f"{head}: nothing has been judged yet"
         head += f" keeps {_percent(self.kept.value)}"
@@ -290,14 +309,15 @@ class Calibration:
         if self.n_labels == 0:
             return f"{head}; no human labels yet to say at what precision"
         if self.precision.n == 0:
-            return f"{head}; none of the {labels} is at or above it, so precision is unknown"
+            side = "above" if self.higher_is_better else "below"
+            return f"{head}; none of the {labels} is at or {side} it, so precision is unknown"
         return f"{head} at precision {self.precision.value:.2f} ± {self.precision.half_width:.2f} on {labels}"
 
     def as_dict(self) -> dict:
         def p(x: Proportion) -> dict:
             return {"value": x.value, "low": x.low, "high": x.high, "k": x.k, "n": x.n}
         return {
-            "threshold": self.threshold, "n_labels": self.n_labels,
+            "threshold": self.threshold, "higher_is_better": self.higher_is_better, "n_labels": self.n_labels,
             "confusion": {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn},
             "precision": p(self.precision), "recall": p(self.recall), "agreement": p(self.agreement),
             "kept": p(self.kept), "parse_failures": p(self.parse_failures),
@@ -319,15 +339,16 @@ def _percent(x: float | None) -> str:
 
 def calibrate(scores: Iterable, labels: Iterable, threshold: float, *, population=None,
               n_judgments: int | None = None, n_failed: int | None = None,
-              bootstrap: int = 1000, seed: int = 0) -> Calibration:
-    """A judge against human labels at one threshold.
+              bootstrap: int = 1000, seed: int = 0, higher_is_better: bool = True) -> Calibration:
+    """A judge against human labels at one threshold (kept: score >= threshold, or <= it when
+    lower is better).
 
     scores, labels: one entry per labeled target (score None/NaN where the verdict did not parse).
     population: every judged target's score (or a histogram DataFrame with columns score, n) for
     the kept share; defaults to the labeled targets. n_judgments / n_failed: verdict counts for
     the parse-failure rate; default to the population's targets and its NaN scores."""
     s, y = _aligned(scores, labels)
-    c = confusion(s, y, threshold)
+    c = confusion(s, y, threshold, higher_is_better)
     pop = s if population is None else population
     if n_judgments is None or n_failed is None:
         values, counts = _population(pop)
@@ -339,9 +360,12 @@ def calibrate(scores: Iterable, labels: Iterable, threshold: float, *, populatio
         precision=proportion(c["tp"], c["tp"] + c["fp"]),
         recall=proportion(c["tp"], c["tp"] + c["fn"]),
         agreement=proportion(c["tp"] + c["tn"], len(y)),
-        kept=kept_share(pop, threshold),
+        kept=kept_share(pop, threshold, higher_is_better),
         parse_failures=parse_failure_rate(n_failed, n_judgments),
-        kendall=kendall_tau(s, y, bootstrap=bootstrap, seed=seed),
+        # τ against accept = 1: a lower-is-better score agrees when it is negatively correlated,
+        # so it is negated here and τ keeps meaning "agreement" for both directions.
+        kendall=kendall_tau(s if higher_is_better else -s, y, bootstrap=bootstrap, seed=seed),
+        higher_is_better=bool(higher_is_better),
         **c,
     )
 
@@ -357,13 +381,16 @@ class JudgeEvidence:
     population: pd.DataFrame    # every judged target: columns score (NaN: unparsed), n
     n_judgments: int            # verdicts, for the parse-failure rate
     n_failed: int
+    higher_is_better: bool = True  # the rubric's direction (core.judge.higher_is_better)
 
     def calibrate(self, threshold: float, bootstrap: int = 1000, seed: int = 0) -> Calibration:
         return calibrate(self.scores, self.labels, threshold, population=self.population,
-                         n_judgments=self.n_judgments, n_failed=self.n_failed, bootstrap=bootstrap, seed=seed)
+                         n_judgments=self.n_judgments, n_failed=self.n_failed, bootstrap=bootstrap, seed=seed,
+                         higher_is_better=self.higher_is_better)
 
     def sweep(self, thresholds: Iterable[float] | None = None) -> pd.DataFrame:
-        return threshold_sweep(self.scores, self.labels, thresholds, population=self.population)
+        return threshold_sweep(self.scores, self.labels, thresholds, population=self.population,
+                               higher_is_better=self.higher_is_better)
 
 
 SWEEP_COLUMNS = [
@@ -374,7 +401,7 @@ SWEEP_COLUMNS = [
 
 
 def threshold_sweep(scores: Iterable, labels: Iterable, thresholds: Iterable[float] | None = None,
-                    population=None) -> pd.DataFrame:
+                    population=None, higher_is_better: bool = True) -> pd.DataFrame:
     """One row per threshold (default: every distinct parsed score), for a precision/recall/kept
     plot with interval bands. Metrics with no labels to stand on are NaN."""
     s, y = _aligned(scores, labels)
@@ -385,8 +412,8 @@ def threshold_sweep(scores: Iterable, labels: Iterable, thresholds: Iterable[flo
         thresholds = np.unique(both[~np.isnan(both)])
     rows = []
     for t in thresholds:
-        c = confusion(s, y, float(t))
-        kept = _kept(values, counts, float(t))
+        c = confusion(s, y, float(t), higher_is_better)
+        kept = _kept(values, counts, float(t), higher_is_better)
         row = {"threshold": float(t), "kept_share": kept.value if kept.n else np.nan, "n_kept": kept.k,
                "n_labels": len(y)}
         for name, k, n in (("precision", c["tp"], c["tp"] + c["fp"]), ("recall", c["tp"], c["tp"] + c["fn"]),
@@ -399,7 +426,7 @@ def threshold_sweep(scores: Iterable, labels: Iterable, thresholds: Iterable[flo
 
 
 def review_candidates(scores: Mapping[str, float | None] | pd.Series, labels: Mapping | Iterable[str],
-                      threshold: float, k: int = 20) -> pd.DataFrame:
+                      threshold: float, k: int = 20, higher_is_better: bool = True) -> pd.DataFrame:
     """The k unlabeled targets nearest the threshold: where the judge is least sure and a human
     label most changes precision and recall. Ties: kept side first (each of those labels adds to
     the precision count), then target id (a content hash: a fair shuffle that stays put)."""
@@ -411,6 +438,6 @@ def review_candidates(scores: Mapping[str, float | None] | pd.Series, labels: Ma
                           "score": pd.to_numeric(series.to_numpy(), errors="coerce")})
     frame = frame[frame["score"].notna() & ~frame["target_id"].isin(labeled)].copy()
     frame["distance"] = (frame["score"] - threshold).abs()
-    frame["kept"] = frame["score"] >= threshold
+    frame["kept"] = kept_mask(frame["score"].to_numpy(dtype=np.float64), threshold, higher_is_better)
     frame = frame.sort_values(["distance", "kept", "target_id"], ascending=[True, False, True], kind="stable")
     return frame.head(k).reset_index(drop=True)

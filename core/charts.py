@@ -197,3 +197,115 @@ def threshold_sweep(df: pd.DataFrame, threshold: float | None = None,
     fig.update_layout(title=title, xaxis_title="threshold (keep score ≥ threshold)", yaxis_title="share",
                       yaxis_range=[0, 1.02], height=320, margin={"t": 50, "b": 40, "l": 50, "r": 10})
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Difficulty and tasks (pages/7_Difficulty_and_Tasks.py)
+# --------------------------------------------------------------------------------------------
+
+KEPT_COLOUR = "#54A24B"
+DROPPED_COLOUR = "#BAB0AC"
+MIX_COLOURS = {"now": "#4C78A8", "target": "#F58518", "after resampling": "#54A24B"}
+
+
+def _count_ticks(max_count: int, ticks: int = 6) -> int:
+    """A whole-number tick step for a count axis (never 0.5 of an instruction)."""
+    return max(1, math.ceil(max(int(max_count), 1) / ticks))
+
+
+def mfd_histogram(df: pd.DataFrame, bin_width: float, delta: float | None = None,
+                  title: str = "MFD = judge(teacher answer) − judge(student answer)") -> go.Figure:
+    """Bars from `core.difficulty.difficulty_histogram` (bin_start, n; rows with no value left
+    out), on a numeric axis that starts at the data's first bin, with a dashed line at δ."""
+    w = float(bin_width)
+    if not w > 0:
+        raise ValueError(f"bin_width must be positive, not {bin_width}")
+    data = df[df["bin_start"].notna()] if df is not None and not df.empty else None
+    if data is None or data.empty:
+        return _empty(title, "no instruction has an MFD")
+    starts = [float(s) for s in data["bin_start"]]
+    counts = [int(n) for n in data["n"]]
+    fig = go.Figure(go.Bar(
+        x=starts, y=counts, width=[w] * len(starts), offset=0, marker_color=BAR_COLOUR,
+        customdata=[s + w for s in starts],
+        hovertemplate="MFD %{x:g} to %{customdata:g}: %{y} instructions<extra></extra>",
+    ))
+    lo, hi = min(starts), max(starts) + w
+    if delta is not None:
+        fig.add_vline(x=float(delta), line_dash="dash", line_color="#444",
+                      annotation_text=f"δ = {float(delta):g}: keep MFD > δ", annotation_position="top right")
+        lo, hi = min(lo, float(delta)), max(hi, float(delta))
+    fig.update_layout(title=title, xaxis_title="MFD", yaxis_title="instructions", bargap=0.05, height=300,
+                      margin={"t": 50, "b": 40, "l": 50, "r": 10})
+    fig.update_xaxes(range=[lo, hi])
+    # Head room above the tallest bar keeps the δ label clear of the bars.
+    fig.update_yaxes(tickformat="d", dtick=_count_ticks(max(counts)), range=[0, max(counts) * 1.2])
+    return fig
+
+
+def kept_bars(df: pd.DataFrame, title: str = "Kept per task at MFD > δ") -> go.Figure:
+    """Stacked horizontal bars from `core.views.kept_table` (task, instructions with MFD, kept):
+    kept and not kept per task, the largest task on top."""
+    if df is None or df.empty:
+        return _empty(title, "no instruction has an MFD")
+    data = df.head(MAX_BARS)
+    labels = [_label(t) for t in data["task"]][::-1]
+    kept = [int(k) for k in data["kept"]][::-1]
+    dropped = [int(v) - int(k) for v, k in zip(data["instructions with MFD"], data["kept"], strict=True)][::-1]
+    fig = go.Figure([
+        go.Bar(x=kept, y=labels, orientation="h", name="kept (MFD > δ)", marker_color=KEPT_COLOUR,
+               hovertemplate="%{y}: %{x} kept<extra></extra>"),
+        go.Bar(x=dropped, y=labels, orientation="h", name="not kept", marker_color=DROPPED_COLOUR,
+               hovertemplate="%{y}: %{x} not kept<extra></extra>"),
+    ])
+    fig.update_layout(title=title, barmode="stack", xaxis_title="instructions",
+                      height=max(220, 24 * len(labels) + 100), margin={"t": 50, "b": 40, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": -0.15})
+    fig.update_yaxes(automargin=True, type="category")
+    fig.update_xaxes(tickformat="d", dtick=_count_ticks(max(int(v) for v in data["instructions with MFD"])))
+    return fig
+
+
+def task_mix_bars(df: pd.DataFrame, title: str = "Task mix: now, target, after resampling") -> go.Figure:
+    """Grouped bars from `core.views.task_mix` (task, now share, target share, after share and the
+    counts behind them): one group per task, shares on the y axis, counts in the hover."""
+    if df is None or df.empty:
+        return _empty(title, "no instruction in the pool")
+    labels = [_label(t) for t in df["task"]]
+    series = (("now", "now share", "now"), ("target", "target share", "target"),
+              ("after resampling", "after share", "after"))
+    fig = go.Figure([
+        go.Bar(x=labels, y=[float(v) for v in df[share]], name=name, marker_color=MIX_COLOURS[name],
+               customdata=[float(v) for v in df[count]],
+               hovertemplate="%{x}: %{y:.1%} (%{customdata:,.4~g} instructions)<extra>" + name + "</extra>")
+        for name, share, count in series
+    ])
+    fig.update_layout(title=title, barmode="group", yaxis_title="share of the pool", yaxis_tickformat=".0%",
+                      height=340, margin={"t": 50, "b": 40, "l": 50, "r": 10}, legend={"orientation": "h", "y": 1.12})
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, automargin=True)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Curation
+# --------------------------------------------------------------------------------------------
+
+CURATE_SERIES = (("before", "now", "#BAB0AC"), ("after", "after filters", "#4C78A8"),
+                 ("planned", "after rebalancing", "#F58518"))
+
+
+def curate_counts_bars(per_task: pd.DataFrame, title: str = "Samples per task: now and after the filters") -> go.Figure:
+    """Grouped bars from `core.curate.counts(...).per_task` (task, before, after[, planned]): one
+    group per task, a bar for now, after the filters and (with a rebalancing plan) after it."""
+    if per_task is None or per_task.empty:
+        return _empty(title, "no sample in the spec's pool")
+    labels = [_label(t) for t in per_task["task"]]
+    fig = go.Figure()
+    for column, name, colour in CURATE_SERIES:
+        if column in per_task.columns:
+            fig.add_trace(go.Bar(x=labels, y=per_task[column].astype(int).tolist(), name=name, marker_color=colour,
+                                 hovertemplate="%{x}: %{y}<extra>" + name + "</extra>"))
+    fig.update_layout(title=title, barmode="group", xaxis_title="task", yaxis_title="samples", height=340,
+                      margin={"t": 50, "b": 40, "l": 50, "r": 10}, legend_title_text="")
+    fig.update_xaxes(type="category", automargin=True)
+    return fig

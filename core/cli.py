@@ -73,6 +73,11 @@ def cmd_init(a) -> int:
 
             for name, result in build_demo(ws).items():
                 print(f"  {name}: {result['new']} new")
+            if a.demo_pipeline:
+                from core.demo import queue_pipeline
+
+                queue_pipeline(ws)
+                print("  the app will judge the seed with the built-in model and label tasks when it starts")
     return 0
 
 
@@ -181,13 +186,83 @@ def cmd_stage(a) -> int:
 def _judge_report(root: Path, a) -> None:
     summary = run_op(root, "judge_summary", {"judge": a.model, "rubric": a.rubric})
     print(f"{a.model} on {a.rubric}: {summary['judgments']} judgments, {summary['failed']} unparsable "
-          f"({summary['failure_rate']:.0%}), mean score {summary['mean_score']}")
+          f"({summary['failure_rate']:.0%}), {summary['call_errors']} failed calls, mean score {summary['mean_score']}")
     if summary["flip_pairs"]:
         print(f"order flips: {summary['flip_rate']:.0%} of {summary['flip_pairs']} pairs judged in both orders")
 
 
 # What a stage's command prints after its job (optional; most stages need nothing).
 AFTER_JOB = {"judge": _judge_report}
+
+
+def _print_json_or(result: dict, a, lines: list[str]) -> int:
+    print(json.dumps(result, default=str) if getattr(a, "json", False) else "\n".join(lines))
+    return 0
+
+
+def cmd_tasks(a) -> int:
+    root = resolve_workspace_path(a.workspace)
+    if a.action == "classify":
+        r = run_op(root, "tasks_classify", {"method": a.method, "model": a.model, "all": a.all,
+                                             "selection": {"datasets": a.dataset or []}})
+        counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items())
+        return _print_json_or(r, a, [f"{r['classifier']}: {r['n_labelled']} instructions labelled, {r['n_failed']} "
+                                     f"failed (of {r['n_targets']}); {counts}"])
+    if a.action == "relabel":
+        if not (a.instruction and a.task):
+            raise CliError("`winnow tasks relabel` needs an instruction id and a task")
+        r = run_op(root, "tasks_relabel", {"instruction": a.instruction, "task": a.task, "reviewer": a.reviewer})
+        return _print_json_or(r, a, [f"{a.instruction}: task is now {r['current']['task']} (human label)"])
+    r = run_op(root, "tasks_accuracy", {"method": a.method, "model": a.model, "test_share": a.test_share,
+                                         "selection": {"datasets": a.dataset or []}, "limit": a.limit})
+    acc, maj = r["accuracy"], r["majority"]
+    return _print_json_or(r, a, [
+        f"{r['classifier']}: held-out accuracy {acc['value']:.2f} [{acc['low']:.2f}, {acc['high']:.2f}] "
+        f"({acc['k']}/{acc['n']}), trained on {r['n_train']}; majority class {r['majority_class']}: "
+        f"{maj['value']:.2f} ({maj['k']}/{maj['n']})"])
+
+
+def cmd_difficulty(a) -> int:
+    root = resolve_workspace_path(a.workspace)
+    r = run_op(root, "difficulty_chain", {"teacher": a.teacher, "student": a.student, "judge": a.judge,
+                                           "datasets": a.dataset, "rubric": a.rubric, "limit": a.limit,
+                                           "round": a.round, "mode": a.mode})
+    lines = [f"  {s['name']}: {s['status']}" + (f" (job {s['job']})" if s.get("job") else "") for s in r["steps"]]
+    m = r["mfd"]
+    lines.append(f"MFD: {json.dumps(m, default=str)}")
+    return _print_json_or(r, a, lines)
+
+
+def cmd_curate(a) -> int:
+    root = resolve_workspace_path(a.workspace)
+    if a.action == "create":
+        if not (a.spec and a.name):
+            raise CliError("`winnow curate create` needs --spec FILE and --name NAME")
+        spec = Path(a.spec).read_text(encoding="utf-8") if Path(a.spec).is_file() else a.spec
+        r = run_op(root, "curate_create", {"spec": spec, "name": a.name})
+        state = "created" if r["created"] else "exists already, identical"
+        return _print_json_or(r, a, [f"snapshot {r['name']} {state}: {r['n_members']} samples of "
+                                     f"{r['n_instructions']} instructions, hash {r['content_hash'][:12]}"])
+    if a.action == "list":
+        r = run_op(root, "curate_list", {})
+        return _print_json_or(r, a, [f"{s['name']:<24} {s['n_members']:>8} samples  {s['created_at']}"
+                                     for s in r["snapshots"]] or ["no snapshots yet"])
+    if a.action == "explain":
+        if len(a.args) != 2:
+            raise CliError("`winnow curate explain SNAPSHOT SAMPLE`")
+        r = run_op(root, "curate_explain", {"snapshot": a.args[0], "sample": a.args[1]})
+        return _print_json_or(r, a, [json.dumps(r, default=str, indent=2)])
+    if a.action == "diff":
+        if len(a.args) != 2:
+            raise CliError("`winnow curate diff A B`")
+        r = run_op(root, "curate_diff", {"a": a.args[0], "b": a.args[1]})
+        return _print_json_or(r, a, [json.dumps(r, default=str, indent=2)])
+    if len(a.args) != 1:
+        raise CliError("`winnow curate export NAME --format F`")
+    r = run_op(root, "curate_export", {"name": a.args[0], "fmt": a.format, "file_type": a.type,
+                                        "out": str(Path(a.out).resolve()) if a.out else None})
+    print(f"wrote {r['records']} {r['format']} records to {r['path']}")
+    return 0
 
 
 def cmd_jobs(a) -> int:
@@ -272,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", parents=[common], help="create a workspace")
     p.add_argument("--demo", action="store_true", help="also import the demo datasets")
+    p.add_argument("--demo-pipeline", action="store_true",
+                   help="with --demo: the app, once started, judges the seed with the built-in model and "
+                        "labels tasks in the background (what `make run` does)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("import", parents=[common], help="import files or folders into a dataset")
@@ -317,6 +395,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     for stage in stages.all_stages():
         add_stage_parser(sub, common, stage)
+
+    p = sub.add_parser("tasks", parents=[common], help="task labels: classify, relabel, held-out accuracy")
+    p.add_argument("action", choices=("classify", "relabel", "accuracy"))
+    p.add_argument("instruction", nargs="?", help="relabel: the instruction id")
+    p.add_argument("task", nargs="?", help="relabel: the new task")
+    p.add_argument("--method", choices=("embed", "llm"), default="embed",
+                   help="embed: MiniLM + a classifier trained on your labels; llm: zero-shot over the class names")
+    p.add_argument("--model", "-m", help="llm: the model (default: the workspace's default model)")
+    p.add_argument("--all", action="store_true", help="classify: also instructions that have a label")
+    p.add_argument("--reviewer")
+    p.add_argument("--test-share", type=float, default=0.25)
+    p.add_argument("--dataset", "-d", action="append")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("difficulty", parents=[common],
+                       help="TAPIR's MFD: teacher and student answer, a judge scores both, MFD = difference")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--judge", "-j", required=True)
+    p.add_argument("--dataset", "-d", action="append", required=True)
+    p.add_argument("--rubric", default="pointwise_10")
+    p.add_argument("--mode", choices=("auto", "probability", "generate"), default="auto")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_difficulty)
+
+    p = sub.add_parser("curate", parents=[common], help="curation snapshots: create, list, explain, diff, export")
+    p.add_argument("action", nargs="?", default="create", choices=("create", "list", "explain", "diff", "export"),
+                   help="create (default): `winnow curate --spec FILE --name N`")
+    p.add_argument("args", nargs="*", help="explain: SNAPSHOT SAMPLE; diff: A B; export: NAME")
+    p.add_argument("--spec", help="create: a YAML or JSON spec file")
+    p.add_argument("--name", help="create: the snapshot's name")
+    p.add_argument("--format", "-f", choices=EXPORT_FORMATS, default="messages")
+    p.add_argument("--type", choices=FILE_TYPES, default="jsonl")
+    p.add_argument("--out", "-o")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("jobs", parents=[common], help="list, resume or cancel jobs")
     p.add_argument("action", choices=("list", "resume", "cancel"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import warnings
 from pathlib import Path
 
@@ -78,3 +79,61 @@ def build_demo(ws) -> dict[str, dict]:
     docs = ws.import_paths(files, "python-docs", fmt="corpus", corpus=CorpusOptions(min_chars=300, max_chars=1500))
     results["python-docs"] = {"new": docs.n_new, "files": len(files)}
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# The demo's first numbers, computed in the background on the first `make run`
+# --------------------------------------------------------------------------------------------
+
+PIPELINE_KEY = "demo_pipeline"
+DEMO_JUDGE = {"model": "smollm2-135m-instruct", "rubric": "pointwise_5", "roles": ["seed"], "mode": "probability"}
+
+
+def queue_pipeline(ws) -> None:
+    """Ask the app to judge the demo seed and label its tasks once it starts (`winnow init --demo`).
+    Queued, not run: the app's owner starts it, so `init` stays quick and tests stay light."""
+    if pipeline_state(ws) is None:
+        _save(ws, {"state": "queued"})
+
+
+def pipeline_state(ws) -> dict | None:
+    raw = ws.store.setting(PIPELINE_KEY)
+    return json.loads(raw) if raw else None
+
+
+def _save(ws, state: dict) -> None:
+    ws.store.set_setting(PIPELINE_KEY, json.dumps(state))
+
+
+def advance_pipeline(ws, launch) -> dict | None:
+    """One step of the demo pipeline; the owner calls it every few seconds. Queued: start the
+    judge job (the built-in SmolLM2 in probability mode on every seed answer) through `launch`, and
+    label the eval prompts' tasks with the embedding classifier trained on the seed's labels.
+    Running: done once the judge job is done and ingested. Returns the state."""
+    from core import jobs, tasks
+    from core.selection import ExploreFilter
+
+    state = pipeline_state(ws)
+    if state is None or state["state"] in ("done", "failed"):
+        return state
+    if state["state"] == "queued":
+        job_id = ws.create_job("judge", DEMO_JUDGE, ExploreFilter(datasets=["seed"]), shard_size=8)
+        launch(ws.job_dir(job_id))
+        state = {"state": "running", "judge_job": job_id}
+        _save(ws, state)
+        try:
+            summary = tasks.classify(ws, "embed", ExploreFilter(datasets=["eval"]), include_labelled=True)
+            state["tasks"] = {k: summary[k] for k in ("classifier", "n_labelled", "n_failed")}
+        except Exception as exc:  # the judge still runs; say why the labels are missing
+            state["tasks"] = {"error": f"{type(exc).__name__}: {exc}"}
+        _save(ws, state)
+        return state
+    info = jobs.summary(ws.job_dir(state["judge_job"]))
+    if info["status"] == "failed":
+        state["state"], state["error"] = "failed", info["error"]
+        _save(ws, state)
+    elif info["status"] == "done" and ws.job_ingest_counts(state["judge_job"])["shards"] >= \
+            len(jobs.finished_shards(ws.job_dir(state["judge_job"]))):
+        state["state"] = "done"
+        _save(ws, state)
+    return state

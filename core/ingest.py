@@ -837,7 +837,7 @@ def _record_import(store, cur, import_id, dataset_id, source, sha256, fmt, n_rea
             "duplicates": n_duplicates, "rejected": n_rejected}
 
 
-# Files at least this large go through DuckDB's bulk reader first (see core/store.py, "Bulk import").
+# Files at least this large go through DuckDB's bulk reader first (see core/store/, "Bulk import").
 BULK_MIN_BYTES = 4 * 1024 * 1024
 BULK_FORMATS = (None, "alpaca", "prompts")
 BULK_KEYS = {"instruction", "input", "output", "task", "category", "system"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # The sample tables (instructions, responses, documents, preference_pairs) have no PRIMARY KEY:
 # DuckDB maintains an ART index per key, which made a 1M-row import 4-5x slower. Ids are unique
-# because the single writer inserts with an anti-join on id (see core/store.py INSERT_*).
+# because the single writer inserts with an anti-join on id (see core/store/ INSERT_*).
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
         "0001_initial",

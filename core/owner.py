@@ -95,6 +95,7 @@ def _judge_summary(ws, args: dict) -> dict:
     mean = counts["mean_score"]
     flips = ws.flip_rate(args["judge"], args["rubric"])
     return {"judgments": n, "failed": failed, "failure_rate": failed / n if n else 0.0,
+            "call_errors": int(counts["call_errors"]),
             "mean_score": None if mean is None else round(float(mean), 2),
             "flip_pairs": flips.n, "flip_rate": flips.value if flips.n else None}
 
@@ -111,11 +112,78 @@ def _job_dir(ws, args: dict) -> dict:
     return {"dir": str(ws.job_dir(args["job"]))}
 
 
+def _tasks_classify(ws, args: dict) -> dict:
+    from core import tasks
+
+    return tasks.classify(ws, args.get("method", "embed"), selection_from_dict(args.get("selection")),
+                          model=args.get("model"), include_labelled=bool(args.get("all")))
+
+
+def _tasks_relabel(ws, args: dict) -> dict:
+    from core import tasks
+
+    label = tasks.relabel(ws, args["instruction"], args["task"], reviewer=args.get("reviewer"))
+    return {"label": label, "current": tasks.task_of(ws, args["instruction"])}
+
+
+def _tasks_accuracy(ws, args: dict) -> dict:
+    from core import tasks
+
+    return tasks.accuracy_report(tasks.holdout_accuracy(
+        ws, args.get("method", "embed"), test_share=float(args.get("test_share", 0.25)), seed=int(args.get("seed", 0)),
+        model=args.get("model"), selection=selection_from_dict(args.get("selection")), limit=args.get("limit")))
+
+
+def _difficulty_chain(ws, args: dict) -> dict:
+    from core import difficulty
+
+    result = difficulty.run_difficulty_chain(
+        ws, args["teacher"], args["student"], args["judge"], args["datasets"], rubric=args.get("rubric", "pointwise_10"),
+        limit=args.get("limit"), round=int(args.get("round") or 0), judge_mode=args.get("mode", "auto"))
+    return result.as_dict()
+
+
+def _curate_create(ws, args: dict) -> dict:
+    from core import curate
+
+    snap = curate.create_snapshot(ws, curate.load_spec(args["spec"]), args["name"])
+    return snap.to_dict()
+
+
+def _curate_list(ws, args: dict) -> dict:
+    from core import curate
+
+    return {"snapshots": [s | {"created_at": str(s["created_at"])} for s in curate.snapshots(ws)]}
+
+
+def _curate_explain(ws, args: dict) -> dict:
+    from core import curate
+
+    return curate.explain(ws, args["snapshot"], args["sample"])
+
+
+def _curate_diff(ws, args: dict) -> dict:
+    from core import curate
+
+    diff = curate.diff(ws, args["a"], args["b"])
+    return {k: v.to_dict("records") if hasattr(v, "to_dict") else v for k, v in diff.items()}
+
+
+def _curate_export(ws, args: dict) -> dict:
+    from core import curate
+
+    result = curate.export_snapshot(ws, args["name"], args["fmt"], args.get("file_type", "jsonl"), args.get("out"))
+    return {"path": str(result.path), "format": result.format, "records": result.n_records}
+
+
 OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "import": _import, "export": _export, "stats": _stats, "create_job": _create_job,
     "judge_summary": _judge_summary,
     "models": _models, "model": _model, "add_model": _add_model,
     "ingest_job": _ingest_job, "jobs": _jobs, "job_dir": _job_dir,
+    "tasks_classify": _tasks_classify, "tasks_relabel": _tasks_relabel, "tasks_accuracy": _tasks_accuracy,
+    "difficulty_chain": _difficulty_chain, "curate_create": _curate_create, "curate_list": _curate_list,
+    "curate_explain": _curate_explain, "curate_diff": _curate_diff, "curate_export": _curate_export,
 }
 
 
@@ -140,6 +208,7 @@ class Owner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.current: str | None = None  # what the owner is doing, for the UI
+        self._procs: list = []  # job processes this owner started (reaped as they end)
 
     def start(self) -> Owner:
         write_json(self.ws.root / OWNER_FILE, {"pid": os.getpid(), "started": time.time()})
@@ -177,6 +246,21 @@ class Owner:
             handled += 1
         return handled
 
+    def _launch(self, job_dir: Path) -> None:
+        from core import jobs
+
+        self._procs = [p for p in self._procs if p.poll() is None]  # reap the ones that ended
+        self._procs.append(jobs.launch(job_dir))
+
+    def _advance_background_work(self) -> None:
+        """Work the owner starts by itself: the demo's first judge and task labels (core.demo)."""
+        from core import demo
+
+        try:
+            demo.advance_pipeline(self.ws, self._launch)
+        except Exception as exc:  # never kill the owner thread; the home page shows the state
+            self.current = f"demo pipeline: {type(exc).__name__}: {exc}"
+
     def _loop(self) -> None:
         last_ingest = 0.0
         while not self._stop.is_set():
@@ -187,6 +271,7 @@ class Owner:
                     self.ws.ingest_finished_jobs()
                 except Exception as exc:  # a bad shard must not stop the owner; the Jobs page shows it
                     self.current = f"ingest failed: {exc}"
+                self._advance_background_work()
             self._stop.wait(POLL_SECONDS)
 
 

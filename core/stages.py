@@ -179,7 +179,7 @@ def _load_builtin_stages() -> None:
 
 
 # Modules that declare stages beyond the two below (each calls `register` at import).
-BUILTIN_STAGE_MODULES: list[str] = []
+BUILTIN_STAGE_MODULES: list[str] = ["core.difficulty"]
 
 
 # -- generate ---------------------------------------------------------------------------------
@@ -274,6 +274,8 @@ class JudgeParams:
             raise ValueError(f"a pairwise judge compares two roles (A then B), not {list(self.roles)}")
         if self.mode not in JUDGE_MODES:
             raise ValueError(f"mode must be one of {', '.join(JUDGE_MODES)}, not {self.mode!r}")
+        if self.mode != "auto":
+            judge.check_mode(rubric, self.mode)  # e.g. listwise has no probability mode
 
     def generation(self):
         from core.judge_stage import DEFAULT_JUDGE_PARAMS

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -248,7 +249,8 @@ class Workspace:
 
     def _create_job(self, kind: str, table, config: dict, shard_size: int) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        job_id = f"{kind}-{stamp}-{content_id(kind, stamp, json.dumps(config, sort_keys=True, default=str))[:6]}"
+        # The random part keeps two identical jobs created within one second apart.
+        job_id = f"{kind}-{stamp}-{content_id(kind, stamp, json.dumps(config, sort_keys=True, default=str), secrets.token_hex(8))[:6]}"
         jobs.create(self.jobs_dir / job_id, kind, table, config, shard_size)
         self.store.record_job([job_id, kind, str(self.jobs_dir / job_id), config["model"]["name"],
                                json.dumps(config, default=str)])
@@ -288,6 +290,16 @@ class Workspace:
             if info["status"] != "pending" and info["shards_done"] > info["shards_ingested"]:
                 new += self.ingest_job(info["id"])["new_now"]
         return new
+
+    def demo_status(self) -> dict | None:
+        """The demo's background judge and task labelling (core.demo): state, and the judge job's
+        progress while it runs; None when no such work was queued."""
+        from core import demo
+
+        state = demo.pipeline_state(self)
+        if state and state.get("judge_job"):
+            state = state | {"job": jobs.summary(self.job_dir(state["judge_job"]))}
+        return state
 
     def job_log(self, job_id: str, max_chars: int = 8000) -> str:
         """The end of a job's log (at most max_chars characters, starting at a line)."""
@@ -333,6 +345,7 @@ class Workspace:
             labels=calib.to_labels(labels["decision"]).tolist(),
             population=self.store.judge_score_counts(judge_model, rubric),
             n_judgments=int(verdicts["judgments"]), n_failed=int(verdicts["unparsed"]),
+            higher_is_better=judge_mod.higher_is_better(rubric),
         )
 
     def calibration(self, judge_model: str, rubric: str, threshold: float, bootstrap: int = 1000,
@@ -350,7 +363,8 @@ class Workspace:
         """Unlabeled judged targets nearest the threshold: the labels that narrow the interval most."""
         if k < 0:
             raise ValueError(f"k must be non-negative, not {k}")
-        return self.store.judge_review_candidates(judge_model, rubric, threshold, k)
+        return self.store.judge_review_candidates(judge_model, rubric, threshold, k,
+                                                  judge_mod.higher_is_better(rubric))
 
     def flip_rate(self, judge_model: str, rubric: str = "pairwise") -> calib.Proportion:
         """Share of pairs judged in both orders whose verdict changed with the order."""

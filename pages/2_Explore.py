@@ -9,8 +9,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import charts
+from core import charts, curate
+from core import curate_views as curate_views_mod
 from core import reviews as reviews_mod
+from core import tasks as tasks_mod
 from core.store import EXPLORE_ORDERS
 from core.workspace import ExploreFilter
 
@@ -191,6 +193,63 @@ def history_text(history) -> str:
     return "\n\n".join(f"[{t.get('role', '?')}]\n{t.get('content', '')}" for t in turns)
 
 
+def render_task(instruction_id: str) -> None:
+    """The instruction's current task, where it came from, and its label history."""
+    st.subheader("Task")
+    info = tasks_mod.task_of(ws, instruction_id)
+    if not info or not info.get("task"):
+        st.text("No task label yet: import one with the data, or label tasks with the task classifier.")
+        return
+    confidence = info.get("confidence")
+    st.text(f"Current task: {info['task']}" + (f" ({info['family']})" if info.get("family") else "")
+            + f" · source: {info.get('source') or '—'}"
+            + (f" · confidence {confidence:.2f}" if isinstance(confidence, int | float) else "")
+            + f" · imported label: {info.get('imported') or '—'}")
+    history = curate_views_mod.label_history_table(info)
+    if not history.empty:
+        st.dataframe(history, hide_index=True, width="stretch", key="explore_labels")
+
+
+def render_curation(ins: dict, role_of: dict, judgments: list[dict]) -> None:
+    """Labels, judge scores, difficulty, and in or out of a chosen snapshot (why), for one sample."""
+    render_task(ins["id"])
+
+    st.subheader("Judge scores")
+    scores = curate_views_mod.judge_scores_table(judgments, role_of)
+    if scores.empty:
+        st.text("No judge scores yet: run a pointwise judge job on the Jobs page.")
+    else:
+        st.dataframe(scores, hide_index=True, width="stretch", key="explore_judge_scores")
+
+    st.subheader("Difficulty (MFD, IFD)")
+    difficulty = curate_views_mod.sample_difficulty(ws, ins["id"])
+    if difficulty.empty:
+        st.text("No MFD or IFD computed yet: run the difficulty chain (teacher and student answers, one judge "
+                "on both) or an ifd job; the Difficulty & tasks page shows them.")
+    else:
+        st.dataframe(difficulty, hide_index=True, width="stretch", key="explore_difficulty")
+
+    st.subheader("In a snapshot?")
+    names = [r["name"] for r in curate.snapshots(ws)]
+    if not names:
+        st.text("No snapshots yet: build a spec and save it on the Curate page.")
+        st.page_link("pages/8_Curate.py", label="Curate", icon=":material/filter_alt:")
+        return
+    if st.session_state.get("explore_snapshot") not in names:
+        st.session_state.pop("explore_snapshot", None)
+    chosen = st.selectbox("Snapshot", [None, *names], key="explore_snapshot",
+                          format_func=lambda n: "choose a snapshot" if n is None else n)
+    if chosen is None:
+        return
+    try:
+        why = curate.explain(ws, chosen, ins["id"])
+    except ValueError as exc:
+        st.warning(ui.md_escape(exc))
+        return
+    st.text(f"Snapshot {chosen}: {curate_views_mod.explain_sentence(why)}")
+    st.dataframe(curate_views_mod.explain_table(why, role_of), hide_index=True, width="stretch", key="explore_why")
+
+
 def render_sample(sample: dict) -> None:
     ins, responses, reviews = sample["instruction"], sample["responses"], sample["reviews"]
     st.divider()
@@ -255,6 +314,8 @@ def render_sample(sample: dict) -> None:
         } for v in reviews]), hide_index=True, width="stretch", key="explore_reviews")
     else:
         st.text("No human review yet.")
+
+    render_curation(ins, role_of, sample["judgments"])
 
     if sample["judgments"]:
         st.subheader("Judgments")

@@ -10,7 +10,7 @@ import streamlit as st
 import ui
 from core import charts
 from core.calibration import parse_failure_rate
-from core.judge import RUBRICS
+from core.judge import scale_of as judge_scale_of
 
 st.set_page_config(page_title="Judgments · Winnow", page_icon="🌾", layout="wide")
 
@@ -27,11 +27,6 @@ if judges.empty:
     st.stop()
 
 
-def rubric_of(name: str):
-    """The rubric definition of a stored rubric name ("zephyr_aspects.honesty" → zephyr_aspects)."""
-    return RUBRICS.get(name) or RUBRICS.get(name.split(".")[0])
-
-
 # --------------------------------------------------------------------------------------------
 # Which judge (sidebar)
 # --------------------------------------------------------------------------------------------
@@ -46,56 +41,51 @@ with st.sidebar:
     roles = st.multiselect("Response roles", options["roles"], key="judgments_roles", placeholder="all roles",
                            help="Filters the histogram and the bin samples; calibration covers every target.")
     split = st.checkbox("Split the histogram by role", value=True, key="judgments_split")
-    definition = rubric_of(rubric)
-    narrow = definition is not None and definition.scale_max is not None and \
-        definition.scale_max - definition.scale_min <= 2  # e.g. pairwise 0 / 0.5 / 1
-    bin_width = st.selectbox("Score bin width", (0.25, 0.5, 1.0, 2.0), index=1 if narrow else 2, key="judgments_bin")
 
 row = mine[mine["rubric"] == rubric].iloc[0]
-scale_min = definition.scale_min if definition and definition.scale_min is not None else None
-scale_max = definition.scale_max if definition and definition.scale_max is not None else None
-if definition and definition.kind == "listwise":
-    st.caption("Listwise scores are ranks: 1 is best, so “score ≥ t” keeps the worse-ranked answers.")
+evidence = ws.judge_evidence(judge_model, rubric)
+population = evidence.population
+scale = judge_scale_of(rubric, pd.to_numeric(population["score"], errors="coerce").dropna().tolist()
+                       if not population.empty else [])
+with st.sidebar:
+    bin_width = st.selectbox("Score bin width", (0.25, 0.5, 1.0, 2.0), index=(0.25, 0.5, 1.0, 2.0).index(scale.bin_width),
+                             key="judgments_bin")
+scale_min, scale_max = scale.low, scale.high
+if not scale.higher_is_better:
+    st.caption("Listwise scores are ranks: 1 is best, so the threshold keeps scores at or below it.")
 
 # --------------------------------------------------------------------------------------------
 # Counts, parse failures, flip rate
 # --------------------------------------------------------------------------------------------
 
-evidence = ws.judge_evidence(judge_model, rubric)
 failures = parse_failure_rate(evidence.n_failed, evidence.n_judgments)
 pairwise = [r for r, k in zip(mine["rubric"], mine["kind"], strict=True) if k == "pairwise"]
 
-cols = st.columns(4 if pairwise else 3)
+cols = st.columns(5 if pairwise else 4)
 cols[0].metric("Verdicts", f"{evidence.n_judgments:,}")
 cols[1].metric("Judged targets", f"{int(row['targets']):,}")
 cols[2].metric("Parse failures", f"{evidence.n_failed:,}",
                help="Verdicts that did not parse: stored with a NULL score and the parse error, never as 0.")
 cols[2].caption(f"rate {ui.interval(failures)}" if failures.n else "")
+cols[3].metric("Failed calls", f"{int(row['call_errors']):,}",
+               help="Calls the backend could not answer (a prompt longer than the context, a server error): "
+                    "a failure of the call, not of the judge's verdict, and counted apart.")
 for name in pairwise[:1]:
     flips = ws.flip_rate(judge_model, name)
-    cols[3].metric("Order-flip rate", f"{flips.value:.0%}" if flips.n else "—",
+    cols[4].metric("Order-flip rate", f"{flips.value:.0%}" if flips.n else "—",
                    help="Pairs judged in both orders (A/B and B/A) whose verdict changed with the order.")
-    cols[3].caption(f"{name}: {ui.interval(flips)}" if flips.n else f"{name}: no pair judged in both orders yet")
+    cols[4].caption(f"{name}: {ui.interval(flips)}" if flips.n else f"{name}: no pair judged in both orders yet")
 
 # --------------------------------------------------------------------------------------------
 # Histogram (click a bar to list its samples)
 # --------------------------------------------------------------------------------------------
 
-lo = float(scale_min) if scale_min is not None else None
-hi = float(scale_max) if scale_max is not None else None
-population = evidence.population
-parsed = pd.to_numeric(population["score"], errors="coerce").dropna() if not population.empty else pd.Series([])
-if lo is None or hi is None or lo >= hi:
-    lo = float(math.floor(parsed.min())) if len(parsed) else 0.0
-    hi = float(math.ceil(parsed.max())) if len(parsed) else 1.0
-    hi = hi if hi > lo else lo + 1.0
-default_threshold = definition.default_threshold if definition and definition.default_threshold is not None \
-    else (lo + hi) / 2
-step = 0.5 if hi - lo >= 2 else 0.05
+lo, hi, step = scale.low, scale.high, scale.step
+default_threshold = scale.default_threshold
 
 threshold_key = f"judgments_threshold_{judge_model}_{rubric}"
-threshold = st.slider("Threshold: keep score ≥", lo, hi, float(min(max(default_threshold, lo), hi)), step,
-                      key=threshold_key)
+threshold = st.slider("Threshold: keep score " + ("≥" if scale.higher_is_better else "≤"), lo, hi,
+                      default_threshold, step, key=threshold_key)
 calibration = evidence.calibrate(threshold)
 st.info(ui.md_escape(calibration.sentence()))
 flash = st.session_state.pop("judgments_flash", None)  # a label saved below, counted above

@@ -18,6 +18,7 @@ browser of its own and this test never asks it to.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -95,12 +96,13 @@ def demo(tmp_path_factory) -> dict:
             "response": sample["responses"][0]}
 
 
-@pytest.fixture(scope="module")
-def server(demo, tmp_path_factory):
-    """`streamlit run app.py` on a free loopback port; always terminated on teardown."""
+@contextlib.contextmanager
+def serve(root: Path, log_dir: Path):
+    """`streamlit run app.py` on the workspace at `root`, on a free loopback port, until the block
+    ends (then terminated); yields {url, proc, log}."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = dict(os.environ, WINNOW_WORKSPACE=str(demo["root"]), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log_path = log_dir / "streamlit.log"
+    env = dict(os.environ, WINNOW_WORKSPACE=str(root), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
     with open(log_path, "wb") as log:
@@ -124,6 +126,13 @@ def server(demo, tmp_path_factory):
         yield {"url": base, "proc": proc, "log": log_path}
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+def server(demo, tmp_path_factory):
+    """`streamlit run app.py` on a free loopback port; always terminated on teardown."""
+    with serve(demo["root"], tmp_path_factory.mktemp("server")) as running:
+        yield running
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -303,3 +312,89 @@ def test_browse_filter_open_and_review(demo, server):
             "favicon from fonts.gstatic.com: use an emoji or a local image file instead"
             if any("fonts.gstatic.com" in url for url in outbound) else "")
     assert not outbound, f"the browser sent {len(outbound)} request(s) to other hosts: {outbound}{hint}"
+
+
+# --------------------------------------------------------------------------------------------
+# Difficulty & tasks: the δ slider, moved with the keyboard
+# --------------------------------------------------------------------------------------------
+
+DIFFICULTY_SHOT = REPO / "docs" / "screenshot-difficulty.png"
+DELTA_STEP = 0.25  # the slider's step (core.views.delta_range)
+DELTA_MOVES = ((4, "ArrowRight"), (8, "ArrowLeft"))  # δ 0 → 1 → -1
+
+
+@pytest.fixture(scope="module")
+def difficulty_demo(tmp_path_factory) -> dict:
+    """The seed with teacher and student answers, verdicts and MFD (tests/test_pages_difficulty.py
+    builds it through the real API), and the kept totals expected at each δ the test visits, all
+    computed before the server starts; the catalog is closed on return."""
+    from test_pages_difficulty import build_mfd_workspace, reference_kept
+
+    folder = tmp_path_factory.mktemp("browser-difficulty")
+    root = folder / "ws"
+    ws = Workspace(root)
+    try:
+        built = build_mfd_workspace(ws, folder / "answers")
+    finally:
+        ws.close()
+    deltas, delta = [0.0], 0.0
+    for n, key in DELTA_MOVES:
+        delta += n * DELTA_STEP * (1 if key == "ArrowRight" else -1)
+        deltas.append(delta)
+    kept = {d: sum(k for _, k in reference_kept(built["rows"], d).values()) for d in deltas}
+    assert len(set(kept.values())) == len(deltas), kept  # every move changes the count
+    return {"root": root, "kept": kept, "deltas": deltas}
+
+
+def test_difficulty_delta_slider_with_the_keyboard(difficulty_demo, tmp_path_factory):
+    outbound: list[str] = []
+
+    def on_request(request) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme in ("data", "blob", "about"):
+            return
+        if parts.hostname not in LOCAL_HOSTS:
+            outbound.append(request.url)
+
+    kept, deltas = difficulty_demo["kept"], difficulty_demo["deltas"]
+    expect.set_options(timeout=WAIT_MS)
+    with serve(difficulty_demo["root"], tmp_path_factory.mktemp("server-difficulty")) as running, \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.set_default_timeout(WAIT_MS)
+            page = context.new_page()
+            page.on("request", on_request)
+
+            page.goto(f"{running['url']}/Difficulty_and_Tasks", wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name="Difficulty & tasks", exact=True)).to_be_visible()
+            count = metric_value(page, "Kept (MFD > δ)")
+            expect(count).to_have_text(f"{kept[deltas[0]]:,}")
+            wait_idle(page)
+            assert_no_exception(page, "Difficulty & tasks")
+
+            # The thumb is an <input type="range"> (role slider, implicit in Streamlit 1.67's markup).
+            slider = page.locator('[data-testid="stSlider"]', has_text="keep MFD > δ")
+            thumb = slider.get_by_role("slider")
+            for (n, key), delta in zip(DELTA_MOVES, deltas[1:], strict=True):
+                wait_idle(page)
+                thumb.focus()
+                for _ in range(n):
+                    thumb.press(key)
+                expect(thumb).to_have_value(f"{delta:g}")
+                expect(slider.locator('[data-testid="stSliderThumbValue"]')).to_have_text(f"{delta:.2f}")
+                expect(count).to_have_text(f"{kept[delta]:,}")
+                wait_idle(page)
+                assert_no_exception(page, f"Difficulty & tasks at δ = {delta:g}")
+
+            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            wait_idle(page)
+            shot(page, "difficulty")
+            DIFFICULTY_SHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(DIFFICULTY_SHOT))
+            assert_no_exception(page, "Difficulty & tasks, after the moves")
+        finally:
+            browser.close()
+
+    assert not outbound, f"the browser sent {len(outbound)} request(s) to other hosts: {outbound}"

@@ -17,6 +17,8 @@ from core.calibration import (
     confusion,
     kendall_tau,
     kendall_tau_b,
+    kept_condition_sql,
+    kept_mask,
     kept_share,
     parse_failure_rate,
     proportion,
@@ -109,6 +111,28 @@ def test_calibrate_with_a_population_and_verdict_counts():
     assert cal.precision.value == 1.0 and cal.recall.value == 1.0
     assert cal.sentence() == "score ≥ 4.5 keeps 27% at precision 1.00 ± 0.40 on 2 labels"
     assert kept_share([1, 2, None, 5], 2).k == 2
+
+
+def test_lower_is_better_keeps_scores_at_or_below_the_threshold():
+    # Ranks (1 = best), by hand:  rank: 1  1  2  3  None | label: 1 0 1 0 1; rank <= 1 keeps two.
+    ranks, labels = [1, 1, 2, 3, None], ["accept", "reject", "accept", "reject", "accept"]
+    assert kept_mask([1, 2, None], 1, higher_is_better=False).tolist() == [True, False, False]
+    assert confusion(ranks, labels, 1, higher_is_better=False) == {"tp": 1, "fp": 1, "fn": 2, "tn": 1}
+    cal = calibrate(ranks, labels, 2, bootstrap=0, higher_is_better=judge.higher_is_better("listwise"))
+    assert (cal.tp, cal.fp, cal.fn, cal.tn) == (2, 1, 1, 1) and (cal.kept.k, cal.kept.n) == (3, 5)
+    assert cal.sentence() == "score ≤ 2 keeps 60% at precision 0.67 ± 0.37 on 5 labels"
+    assert cal.as_dict()["higher_is_better"] is False
+    # τ keeps meaning agreement: accepted answers ranked better (lower) give a positive τ.
+    assert calibrate([1, 2, 3, 4], [1, 1, 0, 0], 2, bootstrap=0, higher_is_better=False).kendall.value > 0
+    assert calibrate([3], ["accept"], 2, bootstrap=0, higher_is_better=False).sentence().endswith(
+        "none of the 1 label is at or below it, so precision is unknown")
+    sweep = threshold_sweep(ranks, labels, [1, 2, 3], higher_is_better=False)
+    assert sweep["n_kept"].tolist() == [2, 3, 4] and (np.diff(sweep["kept_share"]) >= 0).all()
+    picked = review_candidates({"x": 2.0, "y": 3.0, "z": 1.5}, {}, 2, higher_is_better=False)
+    assert picked["target_id"].tolist() == ["x", "z", "y"] and picked["kept"].tolist() == [True, True, False]
+    assert kept_condition_sql(False) == "score <= ?" and kept_condition_sql(True, "j.score") == "j.score >= ?"
+    with pytest.raises(ValueError, match="plain column name"):
+        kept_condition_sql(True, "score; DROP TABLE judgments")
 
 
 def test_sentences_when_there_is_little_to_say():
@@ -251,7 +275,7 @@ def test_judgment_rows_go_into_the_catalog_with_null_for_parse_failures(seeded_w
     judges = ws.judges()
     assert judges.to_dict("records")[0] | {"last_judged": None} == {
         "judge_model": "smollm2-135m-instruct", "rubric": "pointwise_5", "kind": "pointwise",
-        "judgments": 6, "unparsed": 2, "targets": 6, "last_judged": None}
+        "judgments": 6, "unparsed": 2, "call_errors": 0, "targets": 6, "last_judged": None}
     cal = ws.calibration("smollm2-135m-instruct", "pointwise_5", 5, bootstrap=100)
     assert (cal.parse_failures.k, cal.parse_failures.n) == (2, 6)
     assert (cal.kept.k, cal.kept.n) == (2, 6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import sys
 import threading
 import time
@@ -373,6 +374,12 @@ class FakeServer:
             return 400, {"error": {"message": "unsupported value: 'BAD'"}}, {}
         if "LONG_CONTEXT" in content:
             return 400, {"error": {"message": "This model's maximum context length is 64 tokens."}}, {}
+        if body.get("top_logprobs"):  # the standard API's label probabilities: "4" twice, stripped alike
+            top = [{"token": t, "logprob": math.log(p)} for t, p in (("4", .5), (" 4", .1), ("2", .2), ("The", .1))]
+            step = {"token": "4", "logprob": math.log(.5), "top_logprobs": top}
+            return 200, {"choices": [{"index": 0, "finish_reason": "length", "logprobs": {"content": [step]},
+                                      "message": {"role": "assistant", "content": "4"}}],
+                         "usage": {"prompt_tokens": 11, "completion_tokens": 1}}, {}
         n = body.get("n", 1) if self.honour_n else 1
         choices = [{"index": i, "finish_reason": "stop" if i % 2 == 0 else "length",
                     "message": {"role": "assistant", "content": f"{self.name}:{content}:{i}:{body.get('seed')}"},
@@ -500,6 +507,44 @@ def test_openai_without_tokenize_estimates_counts_and_cannot_score(servers):
     assert n >= len(FRANCE[0]["content"]) // 4
     with pytest.raises(NotImplementedError, match="/tokenize"):
         backend.score([FRANCE], ["Paris"])
+    backend.close()
+
+
+def test_openai_label_logprobs_echo_each_label_after_the_prefill(servers):
+    server = servers("a")
+    backend = _backend([server.url])
+    [r] = backend.choice_logprobs([FRANCE], [" 1", " 10", " 4"], prefill="Rating:")
+    prompt = _fake_tokens(FRANCE + [{"role": "assistant", "content": "Rating:"}], False, True)
+    assert r.ok and r.n_prompt_tokens == len(prompt)
+
+    def label(n_tokens):  # the fake server's log-probs of the label's own positions
+        return sum(_fake_logprob(p) for p in range(len(prompt), len(prompt) + n_tokens))
+
+    one, ten, four = label(2), label(3), label(2)  # " 1" is ' ' + '1'; " 10" extends it
+    assert math.exp(r.logprobs[0]) == pytest.approx(math.exp(one) - math.exp(ten))
+    assert r.logprobs[1:] == pytest.approx([ten, four])
+    echoed = [body["prompt"] for path, body, _ in server.requests if path == "/v1/completions"]
+    assert len(echoed) == 3 and all(e[: len(prompt)] == prompt for e in echoed)
+    short = _backend([server.url], context_length=40)
+    [long] = short.choice_logprobs([[{"role": "user", "content": "y" * 60}]], [" 1"])
+    assert long.too_long and "context length 40" in long.error
+    short.close()
+    with pytest.raises(ValueError, match="end with the user's turn"):
+        backend.choice_logprobs([FRANCE + [{"role": "assistant", "content": "Rating:"}]], [" 1"])
+    backend.close()
+
+
+def test_openai_label_logprobs_without_tokenize_read_top_logprobs(servers):
+    server = servers("a", tokenize=False)
+    backend = _backend([server.url])
+    [r] = backend.choice_logprobs([FRANCE], ["1", "2", "3", "4", "5"])
+    # "4" and " 4" are one label (.5 + .1); "2" is listed; 1, 3 and 5 are not: no mass.
+    assert [math.exp(x) for x in r.logprobs] == pytest.approx([0, .2, 0, .6, 0])
+    body = server.chat_requests()[-1]
+    assert body["top_logprobs"] == 20 and body["max_tokens"] == 1 and body["logprobs"] is True
+    with pytest.raises(NotImplementedError, match="pre-filled answer"):
+        backend.choice_logprobs([FRANCE], [" 1"], prefill="Rating:")
+    assert not backend.supports_choice_logprobs  # judges ask a server for generate-then-parse by default
     backend.close()
 
 
@@ -701,6 +746,18 @@ def test_vllm_backend_plumbing_against_a_fake_engine(fake_vllm, tiny):
     n_prompt = tiny.count_tokens(FRANCE)
     assert s.n_tokens == tiny.score([FRANCE], ["Paris."])[0].n_tokens
     assert s.sum_logprob == pytest.approx(sum(-0.01 * j for j in range(n_prompt, n_prompt + s.n_tokens)))
+    # Label log-probabilities: one (prompt + label) sequence per label, all in one generate call.
+    labels = [" 1", " 10", " 2"]
+    prompt, seqs = tiny.chat.label_tokens(FRANCE, labels, "Score:")
+    calls = len(engine.calls)
+    [r] = backend.choice_logprobs([FRANCE], labels, prefill="Score:")
+    assert len(engine.calls) == calls + 1 and len(engine.calls[-1]) == 3 and engine.calls[-1][0].prompt_logprobs == 0
+    raw = [sum(-0.01 * j for j in range(len(prompt), len(prompt) + len(seq))) for seq in seqs]
+    assert seqs[1][: len(seqs[0])] == seqs[0], "' 10' extends ' 1' under the tiny tokenizer"
+    assert math.exp(r.logprobs[0]) == pytest.approx(math.exp(raw[0]) - math.exp(raw[1]))
+    assert r.logprobs[1:] == pytest.approx(raw[1:]) and r.n_prompt_tokens == len(prompt)
+    [too_long] = backend.choice_logprobs([long], labels, prefill="Score:")
+    assert too_long.too_long and not too_long.ok and len(engine.calls) == calls + 1  # never submitted
     backend.close()
 
 

@@ -358,10 +358,11 @@ def test_judgments_page_pairwise_listwise_and_aspects(app_ws, judged):
     at = open_page("6_Judgments.py")
     ok(at)
     assert metric(at, "Order-flip rate") == "50%"
-    for rubric in ("pairwise", "listwise", "zephyr_aspects.helpfulness"):
+    for rubric, kept in (("pairwise", "score ≥"), ("listwise", "score ≤"), ("zephyr_aspects.helpfulness", "score ≥")):
         at.selectbox(key="judgments_rubric").set_value(rubric).run()
         ok(at)
-        assert any(t.startswith("score ≥") for t in info_texts(at)), rubric
+        # Listwise scores are ranks (lower is better): its threshold keeps the scores at or below it.
+        assert any(t.startswith(kept) for t in info_texts(at)), rubric
     at.selectbox(key="judgments_rubric").set_value("pairwise").run()
     at.selectbox(key="judgments_bin").set_value(0.5).run()
     at.selectbox(key="judgments_bin_pick").set_value("1–1.5").run()

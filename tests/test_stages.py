@@ -89,3 +89,30 @@ def test_builtin_stages_are_generate_and_judge_with_their_flags():
     assert (a.model, a.role, a.n, a.temperature) == ("tiny-random", "student", 2, 0.5)
     with pytest.raises(ValueError, match="pairwise judge compares two roles"):
         stages.get("judge").make_params({"model": "x", "rubric": "pairwise", "roles": ["seed"]})
+
+
+def test_demo_pipeline_judges_the_seed_and_labels_tasks_in_the_background(tmp_path, monkeypatch):
+    """What `make run` starts: queued by `init --demo --demo-pipeline`, advanced by the owner.
+    The judge is swapped for tiny-random here (SmolLM2 is the slow-marked integration test)."""
+    from core import demo
+    from core.workspace import Workspace
+
+    with Workspace(tmp_path / "ws") as ws:
+        # tiny-random's 512-token context is shorter than the rubric prompt: give it room.
+        tiny = ws.model("tiny-random").to_dict() | {"context_length": 2048}
+        monkeypatch.setattr(demo, "DEMO_JUDGE", demo.DEMO_JUDGE | {"model": tiny})
+        ws.import_paths([demo.SEED_FILE], "seed", fmt="alpaca")
+        ws.import_paths([demo.EVAL_FILE], "eval", fmt="prompts")
+        assert ws.demo_status() is None
+        demo.queue_pipeline(ws)
+        launched = []
+        state = demo.advance_pipeline(ws, lambda d: launched.append(jobs.launch(d)))
+        assert state["state"] == "running" and len(launched) == 1
+        assert state["tasks"]["n_labelled"] == ws.explore_count(ExploreFilter(datasets=["eval"]))
+        jobs.wait(ws.job_dir(state["judge_job"]), timeout=300)
+        ws.ingest_finished_jobs()
+        assert demo.advance_pipeline(ws, launched.append)["state"] == "done"
+        n_seed = ws.explore_count(ExploreFilter(datasets=["seed"]))
+        verdicts = ws.store._rows("SELECT count(*), count(score), count(*) FILTER (mode = 'probability') "
+                                  "FROM judgments WHERE rubric = 'pointwise_5'")[0]
+        assert verdicts == (n_seed, n_seed, n_seed), "every seed answer has a probability verdict"

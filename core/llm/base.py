@@ -6,6 +6,12 @@ order given. A conversation that cannot fit the model's context (prompt tokens +
 marked `too_long` before anything is submitted; it never fails its batch. Log-probabilities are
 natural logs under the model itself (temperature 1, before top-p/top-k), so a response's score
 does not depend on the sampling settings that produced it.
+
+`choice_logprobs` is what a probability judge needs (DESIGN.md §6): for one prompt and a short
+list of labels ("1".."10", "A"/"B"/"tie"), how likely the model is to write each label next. It
+scores each label's full token sequence, so a label of several tokens ("10" is "1" + "0" under
+most BPE tokenizers) is one event, and makes the labels mutually exclusive: a label loses the
+mass of the labels that extend it token by token ("1" gives up "10"; see `exclusive_logprobs`).
 """
 
 from __future__ import annotations
@@ -161,6 +167,70 @@ class ScoreResult:
         return cls(total, total / len(logprobs) if logprobs else None, len(logprobs), False, list(logprobs))
 
 
+@dataclass
+class ChoiceLogprobs:
+    """log P(label | prompt) for each label of one prompt, in the order given, mutually exclusive
+    (the probabilities sum to at most 1; what is left is mass on anything else). On a failed call
+    `logprobs` is None and `error` says why; `too_long` when the prompt and the longest label do
+    not fit the context. A label the backend could not see (a server's top-logprobs list without
+    it) is -inf: no mass counted for it."""
+
+    logprobs: list[float] | None
+    n_prompt_tokens: int = 0
+    too_long: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.logprobs is not None
+
+    @classmethod
+    def failed(cls, error: str, n_prompt_tokens: int = 0, too_long: bool = False) -> ChoiceLogprobs:
+        return cls(None, n_prompt_tokens, too_long, error)
+
+
+def check_choices(choices) -> list[str]:
+    """Labels for choice_logprobs: a non-empty list of distinct non-empty strings."""
+    if isinstance(choices, str) or not isinstance(choices, Sequence):
+        raise ValueError(f"choices must be a list of strings, not {choices!r}")
+    out = list(choices)
+    if not out or any(not isinstance(c, str) or not c for c in out):
+        raise ValueError(f"choices must be a non-empty list of non-empty strings, not {out!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"choices must be distinct, not {out!r}")
+    return out
+
+
+def exclusive_logprobs(logprobs: Sequence[float], token_seqs: Sequence[Sequence[int]]) -> list[float]:
+    """Make label log-probabilities mutually exclusive.
+
+    log P(tokens of "1") counts every answer that starts with those tokens, "10" included. A label
+    keeps only the mass that does not continue into another label: P(label) minus the mass of the
+    labels that extend it directly (those with no other label in between, whose masses are
+    disjoint). Labels whose token sequences are equal cannot be told apart: an error."""
+    seqs = [tuple(s) for s in token_seqs]
+    if len(seqs) != len(logprobs):
+        raise ValueError(f"{len(logprobs)} log-probabilities for {len(seqs)} token sequences")
+    if len(set(seqs)) != len(seqs):
+        raise ValueError(f"two labels have the same tokens, so they cannot be told apart: {seqs}")
+
+    def extends(longer: tuple, shorter: tuple) -> bool:
+        return len(longer) > len(shorter) and longer[: len(shorter)] == shorter
+
+    out = []
+    for lp, seq in zip(logprobs, seqs, strict=True):
+        above = [j for j, other in enumerate(seqs) if extends(other, seq)]
+        direct = [j for j in above if not any(extends(seqs[j], seqs[k]) for k in above if k != j)]
+        lp = float(lp)
+        if not direct or lp == -math.inf:
+            out.append(lp)
+            continue
+        # log(P_i - sum P_j), computed relative to P_i so tiny probabilities do not underflow.
+        share = sum(math.exp(float(logprobs[j]) - lp) for j in direct)
+        out.append(lp + math.log1p(-share) if share < 1 else -math.inf)
+    return out
+
+
 def as_conversation(item) -> Conversation:
     """A conversation, checked; a bare string is one user message."""
     if isinstance(item, str):
@@ -175,6 +245,16 @@ def as_conversation(item) -> Conversation:
                              f"not {message!r:.200}")
         out.append({"role": message["role"], "content": message["content"]})
     return out
+
+
+def open_turn(conversation) -> Conversation:
+    """A conversation for label scoring: checked, and ending with the user's turn (the assistant's
+    start, if any, is passed separately as the prefill)."""
+    conversation = as_conversation(conversation)
+    if conversation[-1]["role"] == "assistant":
+        raise ValueError("a conversation for label scoring must end with the user's turn; pass the start of the "
+                         f"assistant's answer as prefill, not as a message ({conversation[-1]['content']!r:.60})")
+    return conversation
 
 
 def too_long_message(n_prompt_tokens: int, max_tokens: int, context_length: int) -> str:
@@ -208,6 +288,18 @@ class Backend(ABC):
     @abstractmethod
     def score(self, conversations: list[Conversation], responses: list[str | list[int]]) -> list[ScoreResult]:
         """log-probability of each response (text, or token ids) given its conversation."""
+
+    # Whether choice_logprobs is available without asking a server first (judges default to the
+    # probability mode where it is).
+    supports_choice_logprobs: bool = False
+
+    def choice_logprobs(self, conversations: list[Conversation], choices: Sequence[str], *,
+                        prefill: str = "") -> list[ChoiceLogprobs]:
+        """Per conversation, log P(label) for each of `choices` as the next text, mutually exclusive
+        (see exclusive_logprobs). `prefill` starts the assistant's turn ("Rating:"): the labels
+        follow it. The conversation must end with a user message."""
+        raise NotImplementedError(f"the {type(self).__name__} backend has no label log-probabilities "
+                                  "(choice_logprobs); use the generate judge mode")
 
     @abstractmethod
     def count_tokens(self, conversation: Conversation) -> int:

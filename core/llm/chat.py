@@ -7,7 +7,7 @@ equals the sum of the log-probabilities the model gave those tokens while genera
 
 from __future__ import annotations
 
-from core.llm.base import Conversation, as_conversation
+from core.llm.base import Conversation, as_conversation, open_turn
 
 # End-of-turn markers of common chat templates; one counts as an end token when the template uses it.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>",
@@ -64,6 +64,18 @@ class ChatFormat:
             return joint[len(prompt_ids):]
         # The response merged with the prompt's last token: tokenise it on its own.
         return self.encode(response)
+
+    def prefilled_text(self, conversation: Conversation, prefill: str = "") -> str:
+        """The prompt with the assistant's turn opened and started with `prefill` (what a
+        server's `continue_final_message` gives): the model's next token continues that text."""
+        return self.prompt_text(open_turn(conversation)) + prefill
+
+    def label_tokens(self, conversation: Conversation, labels: list[str], prefill: str = ""
+                     ) -> tuple[list[int], list[tuple[int, ...]]]:
+        """The prompt's ids and each label's ids as they follow the (pre-filled) prompt."""
+        text = self.prefilled_text(conversation, prefill)
+        prompt = self.encode(text)
+        return prompt, [tuple(self.response_ids(text, prompt, label)) for label in labels]
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

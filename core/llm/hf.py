@@ -22,11 +22,14 @@ from pathlib import Path
 
 from core.llm.base import (
     Backend,
+    ChoiceLogprobs,
     Conversation,
     Generation,
     GenerationParams,
     ScoreResult,
     as_conversation,
+    check_choices,
+    exclusive_logprobs,
     sample_seed,
     too_long_generations,
 )
@@ -42,6 +45,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class HFBackend(Backend):
+    supports_choice_logprobs = True
+
     def __init__(self, path: str | Path, *, name: str | None = None, chat_template: str | None = None,
                  context_length: int | None = None, dtype: str = "auto", device: str | None = None,
                  trust_remote_code: bool = False, batch_size: int | None = None,
@@ -349,6 +354,87 @@ class HFBackend(Backend):
                 target = torch.tensor(r, device=rows.device)[:, None]
                 results[i] = ScoreResult.from_logprobs(rows.gather(1, target).squeeze(1).tolist())
 
+    # -- label log-probabilities (probability judges) ----------------------------------------
+
+    def choice_logprobs(self, conversations: list[Conversation], choices, *, prefill: str = ""
+                        ) -> list[ChoiceLogprobs]:
+        """One forward pass per prompt when every label is one token (digits, "A"/"B"): the
+        next-token distribution after the prompt holds them all. A label of several tokens needs
+        the distributions after its prefixes too; the prompt is run once with the longest of those
+        prefixes appended, which gives every shorter one on the way ("1" + "0": one pass)."""
+        labels = check_choices(choices)
+        results: list[ChoiceLogprobs | None] = [None] * len(conversations)
+        plans: dict[int, tuple[list[int], list[tuple[int, ...]]]] = {}
+        rows = []  # (conversation index, extension, prompt + extension): one sequence each
+        for i, conversation in enumerate(conversations):
+            prompt, seqs = self.chat.label_tokens(conversation, labels, prefill)
+            longest = max(len(seq) for seq in seqs)
+            if len(prompt) + longest > self.context_length:
+                results[i] = ChoiceLogprobs.failed(
+                    f"prompt of {len(prompt)} tokens + a label of {longest} exceeds the context length "
+                    f"{self.context_length}", len(prompt), too_long=True)
+                continue
+            plans[i] = (prompt, seqs)
+            rows += [(i, ext, prompt + list(ext)) for ext in _label_extensions(seqs)]
+        rows.sort(key=lambda r: -len(r[2]))
+        found: dict[int, dict] = {i: {} for i in plans}  # (prefix, next token) -> log-prob
+        failed: dict[int, str] = {}
+        for batch in self._batches(rows, 1):
+            wants = [_wanted_tokens(plans[i][1], ext) for i, ext, _ in batch]
+            for (i, ext, _), want_row, got in zip(batch, wants, self._label_split(batch, wants), strict=True):
+                if isinstance(got, str):
+                    failed[i] = got
+                    continue
+                for k, (want, values) in enumerate(zip(want_row, got, strict=True)):
+                    for token, value in zip(want, values, strict=True):
+                        found[i][(ext[:k], token)] = value
+        for i, (prompt, seqs) in plans.items():
+            if i in failed:
+                results[i] = ChoiceLogprobs.failed(failed[i], len(prompt))
+                continue
+            table = found[i]
+            totals = [sum(table[(seq[:k], seq[k])] for k in range(len(seq))) for seq in seqs]
+            results[i] = ChoiceLogprobs(exclusive_logprobs(totals, seqs), len(prompt))
+        return results  # type: ignore[return-value]
+
+    def _label_split(self, batch: list, wants: list) -> list:
+        """_label_batch, halving the batch on out-of-memory; a single row that still does not fit
+        gets its error message instead of values."""
+        try:
+            return self._label_batch(batch, wants)
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            self._empty_cache()
+            if len(batch) == 1:
+                return [f"out of memory: {exc}"]
+            half = len(batch) // 2
+            return self._label_split(batch[:half], wants[:half]) + self._label_split(batch[half:], wants[half:])
+
+    def _label_batch(self, batch: list, wants: list) -> list[list[list[float]]]:
+        """Per row and per position k (after prompt + ext[:k]), the log-probs of the wanted tokens."""
+        import torch
+
+        B = len(batch)
+        L = max(len(seq) for _, _, seq in batch)
+        K = max(len(ext) for _, ext, _ in batch) + 1  # logits needed: the last K positions
+        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((B, L), dtype=torch.long)
+        for b, (_, _, seq) in enumerate(batch):
+            input_ids[b, L - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            attention[b, L - len(seq):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                position_ids=positions.to(self.device), use_cache=False,
+                                **({"logits_to_keep": K} if self._keep_kw else {})).logits[:, -K:].float()
+            logprobs = torch.log_softmax(logits, dim=-1)  # [B, K, V]
+            out = []
+            for b, (_, ext, _) in enumerate(batch):
+                steps = logprobs[b, K - 1 - len(ext):]  # row k: the distribution after prompt + ext[:k]
+                out.append([steps[k, list(want)].tolist() for k, want in enumerate(wants[b])])
+        return out
+
     def close(self) -> None:
         self.model = None
         self._empty_cache()
@@ -360,6 +446,20 @@ class HFBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<HFBackend {self.name!r} {json.dumps(str(self.path))} on {self.device}>"
+
+
+def _label_extensions(seqs: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Token prefixes to append to the prompt so that one pass per prefix yields every label's
+    log-probability: the longest proper prefixes of the labels (their own prefixes come along on
+    the way), or none beyond the prompt itself when every label is one token."""
+    prefixes = {seq[:k] for seq in seqs for k in range(1, len(seq))}
+    longest = [p for p in prefixes if not any(len(q) > len(p) and q[: len(p)] == p for q in prefixes)]
+    return sorted(longest) or [()]
+
+
+def _wanted_tokens(seqs: list[tuple[int, ...]], ext: tuple[int, ...]) -> list[list[int]]:
+    """For each position k of an extension (after prompt + ext[:k]): the label tokens that come next."""
+    return [sorted({seq[k] for seq in seqs if len(seq) > k and seq[:k] == ext[:k]}) for k in range(len(ext) + 1)]
 
 
 def _copy(g: Generation) -> Generation:

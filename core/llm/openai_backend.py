@@ -11,6 +11,13 @@ it is never written anywhere.
 Token counting and scoring use vLLM's extensions when the server has them: `POST /tokenize`
 (chat-templated token ids) and `/v1/completions` with `echo` + `logprobs` (log-probabilities of
 the prompt's own tokens). Without /tokenize, counts are an estimate and score() is not available.
+
+Label log-probabilities (`choice_logprobs`, probability judges) take the same exact route when
+/tokenize exists: each label's tokens after the (pre-filled) prompt, echoed. Without it they fall
+back to the standard `top_logprobs` of the first answer token, which is exact only for labels of
+one token that the server lists among its top 20 (others count as no mass; a label of several
+tokens, like "10", is not seen) and cannot pre-fill the answer: a prefill there raises
+NotImplementedError, which a judge records as a call error.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from core.llm.base import (
     Backend,
+    ChoiceLogprobs,
     Conversation,
     Generation,
     GenerationParams,
     ScoreResult,
     as_conversation,
+    check_choices,
+    exclusive_logprobs,
+    open_turn,
     sample_seed,
     too_long_generations,
 )
@@ -42,6 +53,7 @@ CONTEXT_ERROR_HINTS = ("maximum context length", "context length", "context_leng
 FINISH_MAP = {"stop": "stop", "length": "length", "eos": "stop", "tool_calls": "stop", "function_call": "stop",
               "content_filter": "stop", None: "stop", "abort": "error", "error": "error"}
 MESSAGE_OVERHEAD = 8  # template tokens around each message, generously
+TOP_LOGPROBS = 20  # the most the OpenAI API lists per token
 
 
 class ServerError(RuntimeError):
@@ -332,24 +344,100 @@ class OpenAIBackend(Backend):
                                error=f"prompt {len(prompt)} + response {n_resp} tokens exceed the context length {ctx}")
         if n_resp == 0:
             return ScoreResult(0.0, None, 0)
+        try:
+            values = self._echo(full, len(prompt))
+        except ServerError as exc:
+            return ScoreResult(None, None, n_resp, too_long=exc.context_exceeded, error=str(exc))
+        if any(v is None for v in values):
+            return ScoreResult(None, None, n_resp, error="the server left some response logprobs empty")
+        return ScoreResult.from_logprobs([float(v) for v in values])
+
+    def _echo(self, full: list[int], start: int) -> list[float | None]:
+        """log P(full[j] | full[:j]) for j ≥ start, by echoing `full` as a completion prompt.
+        Raises ServerError (context exceeded, server trouble), or NotImplementedError when the
+        server refuses echo + logprobs: a missing feature, not a failed call."""
         body = {"model": self.model, "prompt": full, "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 0}
         try:
             answer = self._request("POST", "/completions", body)
         except ServerError as exc:
-            if exc.context_exceeded:
-                return ScoreResult(None, None, n_resp, too_long=True, error=str(exc))
-            if exc.status is not None and 400 <= exc.status < 500:
+            if not exc.context_exceeded and exc.status is not None and 400 <= exc.status < 500:
                 raise NotImplementedError(f"model {self.name}: the server refused echo + logprobs scoring: {exc}") \
                     from None
-            return ScoreResult(None, None, n_resp, error=str(exc))
+            raise
         choice = (answer.get("choices") or [{}])[0]
         token_logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
         if not isinstance(token_logprobs, list) or len(token_logprobs) < len(full):
             raise NotImplementedError(f"model {self.name}: the server did not echo the prompt's logprobs")
-        values = token_logprobs[len(prompt): len(full)]
-        if any(v is None for v in values):
-            return ScoreResult(None, None, n_resp, error="the server left some response logprobs empty")
-        return ScoreResult.from_logprobs([float(v) for v in values])
+        return token_logprobs[start: len(full)]
+
+    # -- label log-probabilities --------------------------------------------------------------
+
+    def choice_logprobs(self, conversations: list[Conversation], choices, *, prefill: str = ""
+                        ) -> list[ChoiceLogprobs]:
+        labels = check_choices(choices)
+        conversations = [open_turn(c) for c in conversations]
+        return list(self._pool.map(lambda c: self._labels_one(c, labels, prefill), conversations))
+
+    def _labels_one(self, conversation: Conversation, labels: list[str], prefill: str) -> ChoiceLogprobs:
+        opened = conversation + [{"role": "assistant", "content": prefill}] if prefill else conversation
+        try:
+            prompt = self._tokenize(opened, not prefill, bool(prefill))
+            if prompt is None:
+                return self._labels_from_top_logprobs(conversation, labels, prefill)
+            fulls = [self._tokenize(conversation + [{"role": "assistant", "content": prefill + label}], False, True)
+                     for label in labels]
+        except ServerError as exc:
+            return ChoiceLogprobs.failed(str(exc))
+        for label, full in zip(labels, fulls, strict=True):
+            if full is None or len(full) <= len(prompt) or full[: len(prompt)] != prompt:
+                return ChoiceLogprobs.failed(f"the tokens of label {label!r} do not extend the prompt's under this "
+                                             "server's chat template", len(prompt))
+        ctx = self.context_length
+        longest = max(len(full) for full in fulls)
+        if ctx is not None and longest + 1 > ctx:
+            return ChoiceLogprobs.failed(f"prompt of {len(prompt)} tokens + a label of {longest - len(prompt)} "
+                                         f"exceeds the context length {ctx}", len(prompt), too_long=True)
+        totals = []
+        for full in fulls:
+            try:
+                values = self._echo(full, len(prompt))
+            except ServerError as exc:
+                return ChoiceLogprobs.failed(str(exc), len(prompt), too_long=exc.context_exceeded)
+            if any(v is None for v in values):
+                return ChoiceLogprobs.failed("the server left some label logprobs empty", len(prompt))
+            totals.append(sum(float(v) for v in values))
+        return ChoiceLogprobs(exclusive_logprobs(totals, [full[len(prompt):] for full in fulls]), len(prompt))
+
+    def _labels_from_top_logprobs(self, conversation: Conversation, labels: list[str], prefill: str
+                                  ) -> ChoiceLogprobs:
+        """The standard API's `top_logprobs` of the first answer token (see the module docstring)."""
+        if prefill:
+            raise NotImplementedError(
+                f"model {self.name}: a pre-filled answer ({prefill!r}) needs the server's /tokenize and echo + "
+                "logprobs (vLLM has both); this server has no /tokenize. Use the generate judge mode")
+        body = {"model": self.model, "messages": conversation, "max_tokens": 1, "temperature": 0,
+                "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+        if self.chat_template:
+            body["chat_template"] = self.chat_template
+        try:
+            answer = self._request("POST", "/chat/completions", body)
+        except ServerError as exc:
+            if exc.status == 400 and "logprob" in str(exc).lower():
+                raise NotImplementedError(f"model {self.name}: the server refuses top_logprobs: {exc}") from None
+            return ChoiceLogprobs.failed(str(exc), too_long=exc.context_exceeded)
+        content = (((answer.get("choices") or [{}])[0]).get("logprobs") or {}).get("content")
+        top = content[0].get("top_logprobs") if isinstance(content, list) and content else None
+        if not isinstance(top, list) or not top:
+            raise NotImplementedError(f"model {self.name}: the server returned no top_logprobs, so label "
+                                      "probabilities cannot be read; use the generate judge mode")
+        # Tokens that read the same once stripped (" 4", "4") are the same label: add their mass.
+        mass: dict[str, float] = {}
+        for entry in top:
+            key = str(entry.get("token", "")).strip()
+            mass[key] = mass.get(key, 0.0) + math.exp(float(entry["logprob"]))
+        values = [math.log(mass[label.strip()]) if mass.get(label.strip(), 0.0) > 0 else -math.inf
+                  for label in labels]
+        return ChoiceLogprobs(values, int((answer.get("usage") or {}).get("prompt_tokens") or 0))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -6,10 +6,14 @@ submission and scores mean the same thing on both backends. Prefix caching is on
 and few-shot prompts share long prefixes). Log-probabilities are the sampled tokens' own
 (`logprobs=0`), computed by vLLM from the raw model output.
 
-Scoring uses `prompt_logprobs=0` (vLLM computes them afresh, bypassing the prefix cache, since
+Scoring and label log-probabilities (`choice_logprobs`, for probability judges) use
+`prompt_logprobs=0` (vLLM computes them afresh, bypassing the prefix cache, since
 0.8 / PR 13949). vLLM issue 42019 reports stale prompt logprobs for cached positions with prefix
 caching on; if scores look order-dependent, load the scoring model with
-`extra.engine_args = {"enable_prefix_caching": false}`.
+`extra.engine_args = {"enable_prefix_caching": false}`. For labels, each (prompt, label) is one
+sequence, all submitted in one `generate` call: exact for labels of any length ("10"), at the cost
+of one short prefill per label (k labels: k prefills of the prompt). Top-k `logprobs` on one
+decoding step would be cheaper but silently lose labels ranked below the server's top 20.
 
 A script that creates this backend needs an `if __name__ == "__main__":` guard: the engine
 spawns worker processes.
@@ -23,11 +27,14 @@ from pathlib import Path
 
 from core.llm.base import (
     Backend,
+    ChoiceLogprobs,
     Conversation,
     Generation,
     GenerationParams,
     ScoreResult,
     as_conversation,
+    check_choices,
+    exclusive_logprobs,
     sample_seed,
     too_long_generations,
 )
@@ -37,6 +44,8 @@ FINISH_MAP = {"stop": "stop", "length": "length", "abort": "error", None: "stop"
 
 
 class VLLMBackend(Backend):
+    supports_choice_logprobs = True
+
     def __init__(self, path: str | Path, *, name: str | None = None, chat_template: str | None = None,
                  context_length: int | None = None, dtype: str = "auto", trust_remote_code: bool = False,
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
@@ -143,7 +152,7 @@ class VLLMBackend(Backend):
             raise ValueError(f"score needs one response per conversation, got {len(conversations)} "
                              f"conversations and {len(responses)} responses")
         results: list[ScoreResult | None] = [None] * len(conversations)
-        prompts, spans, where = [], [], []
+        spans, where = [], []
         for i, (conv, response) in enumerate(zip(conversations, responses, strict=True)):
             conv = as_conversation(conv)
             text = self.chat.prompt_text(conv)
@@ -156,17 +165,46 @@ class VLLMBackend(Backend):
             elif not resp:
                 results[i] = ScoreResult(0.0, None, 0)
             else:
-                prompts.append({"prompt_token_ids": prompt + resp})
                 spans.append((len(prompt), prompt + resp))
                 where.append(i)
-        if prompts:
-            # prompt_logprobs=0: the log-probability of each prompt token itself (the first is None).
-            sampling = self._SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0)
-            outputs = self.llm.generate(prompts, sampling_params=sampling, use_tqdm=False)
-            for i, (start, full), request in zip(where, spans, outputs, strict=True):
-                steps = request.prompt_logprobs
-                values = [float(steps[j][full[j]].logprob) for j in range(start, len(full))]
-                results[i] = ScoreResult.from_logprobs(values)
+        for i, values in zip(where, self._tail_logprobs(spans), strict=True):
+            results[i] = ScoreResult.from_logprobs(values)
+        return results  # type: ignore[return-value]
+
+    def _tail_logprobs(self, spans: list[tuple[int, list[int]]]) -> list[list[float]]:
+        """For each (start, token ids): the log-probability of every token from `start` on, given
+        those before it, from one batched `generate` call."""
+        if not spans:
+            return []
+        # prompt_logprobs=0: the log-probability of each prompt token itself (the first is None).
+        sampling = self._SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0)
+        prompts = [{"prompt_token_ids": full} for _, full in spans]
+        outputs = self.llm.generate(prompts, sampling_params=sampling, use_tqdm=False)
+        return [[float(request.prompt_logprobs[j][full[j]].logprob) for j in range(start, len(full))]
+                for (start, full), request in zip(spans, outputs, strict=True)]
+
+    def choice_logprobs(self, conversations: list[Conversation], choices, *, prefill: str = ""
+                        ) -> list[ChoiceLogprobs]:
+        labels = check_choices(choices)
+        results: list[ChoiceLogprobs | None] = [None] * len(conversations)
+        spans, where, plans = [], [], {}
+        for i, conversation in enumerate(conversations):
+            prompt, seqs = self.chat.label_tokens(conversation, labels, prefill)
+            longest = max(len(seq) for seq in seqs)
+            if len(prompt) + longest + 1 > self.context_length:  # +1: the one token generate() asks for
+                results[i] = ChoiceLogprobs.failed(
+                    f"prompt of {len(prompt)} tokens + a label of {longest} exceeds the context length "
+                    f"{self.context_length}", len(prompt), too_long=True)
+                continue
+            plans[i] = (prompt, seqs)
+            for seq in seqs:
+                spans.append((len(prompt), prompt + list(seq)))
+                where.append(i)
+        totals: dict[int, list[float]] = {i: [] for i in plans}
+        for i, values in zip(where, self._tail_logprobs(spans), strict=True):
+            totals[i].append(sum(values))
+        for i, (prompt, seqs) in plans.items():
+            results[i] = ChoiceLogprobs(exclusive_logprobs(totals[i], seqs), len(prompt))
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

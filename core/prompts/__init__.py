@@ -7,6 +7,10 @@ stage never ships a prompt with a hole in it. Substituted values are inserted ve
 
 `template_hash` (the first 12 hex digits of the file's sha256) goes into every row a template
 produced, so "which prompt wrote this?" is a lookup even after the file changes.
+
+A template may also start the assistant's answer (probability judges: the prompt must end exactly
+where the score goes): a line `=== assistant ===` ends the user's message, and what follows it,
+without the file's final newline, is the answer's pre-filled start ("Rating:").
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from pathlib import Path
 PROMPTS_DIR = Path(__file__).resolve().parent
 HASH_HEX_DIGITS = 12
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
+ASSISTANT_MARKER = "=== assistant ==="
 
-__all__ = ["PROMPTS_DIR", "PromptTemplate", "available", "load", "render", "template_hash"]
+__all__ = ["ASSISTANT_MARKER", "PROMPTS_DIR", "PromptTemplate", "available", "load", "render", "template_hash"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,22 @@ class PromptTemplate:
             raise ValueError(f"template {self.name!r} needs {sorted(needed)}; "
                              f"missing {missing}, unexpected {extra}")
         return string.Template(self.text).substitute({k: str(v) for k, v in values.items()})
+
+    def split_turns(self) -> tuple[PromptTemplate, str]:
+        """(the user's part, the assistant's pre-filled start) of a template with an
+        ASSISTANT_MARKER line; (itself, "") without one. The hash stays the whole file's. The start
+        may hold no placeholder: one prefill per template, so labels after it tokenise alike."""
+        lines = self.text.split("\n")
+        if ASSISTANT_MARKER not in lines:
+            return self, ""
+        at = lines.index(ASSISTANT_MARKER)
+        user = PromptTemplate(self.name, "\n".join(lines[:at]), self.hash)
+        prefill = "\n".join(lines[at + 1:])
+        prefill = prefill[:-1] if prefill.endswith("\n") else prefill
+        if PromptTemplate(self.name, prefill, self.hash).placeholders or "$" in prefill:
+            raise ValueError(f"template {self.name!r}: the assistant's start after {ASSISTANT_MARKER!r} may not hold "
+                             f"placeholders or '$', got {prefill!r}")
+        return user, prefill
 
 
 def _path(name: str) -> Path:

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 from core.store.base import BulkUnreadable
+from core.store.difficulty import INSERT_DIFFICULTY
 
 # --------------------------------------------------------------------------------------------
 # Datasets, imports and rejects
@@ -72,6 +73,7 @@ _INSERT_BY_TABLE = {
     "preference_pairs": INSERT_PAIRS,
     "import_rejects": INSERT_REJECTS,
     "judgments": INSERT_JUDGMENTS,
+    "difficulty": INSERT_DIFFICULTY,  # an upsert: recomputing a difficulty replaces it
 }
 
 # --------------------------------------------------------------------------------------------

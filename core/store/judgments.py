@@ -13,8 +13,8 @@ from core.selection import ExploreFilter
 
 # Judgment rows go in through INSERT_JUDGMENTS (with the other batch inserts, core.store.imports).
 SELECT_JUDGES = """
-SELECT judge_model, rubric, kind, count(*) AS judgments, count(*) - count(score) AS unparsed,
-       count(DISTINCT target_id) AS targets, max(created_at) AS last_judged
+SELECT judge_model, rubric, kind, count(*) AS judgments, count(parse_error) AS unparsed,
+       count(call_error) AS call_errors, count(DISTINCT target_id) AS targets, max(created_at) AS last_judged
 FROM judgments GROUP BY ALL ORDER BY last_judged DESC, judge_model, rubric
 """
 # One score per target for a judge and rubric: the mean of its parsed verdicts (Humpback averages
@@ -55,26 +55,29 @@ SELECT_JUDGE_SCORE_COUNTS = _JUDGE_TARGETS + """
 SELECT score, count(*) AS n FROM jt GROUP BY score ORDER BY score NULLS LAST
 """
 SELECT_JUDGE_VERDICT_COUNTS = """
-SELECT count(*) AS judgments, count(*) - count(score) AS unparsed, avg(score) AS mean_score
+SELECT count(*) AS judgments, count(parse_error) AS unparsed, count(call_error) AS call_errors,
+       avg(score) AS mean_score
 FROM judgments WHERE judge_model = ? AND rubric = ?
 """
-# Unlabeled targets nearest the threshold (kept side first on ties, then id).
-# Bind order: judge_model, rubric, threshold, threshold, limit.
+# Unlabeled targets nearest the threshold (kept side first on ties, then id). `kept` follows the
+# rubric's direction: score >= t, or score <= t where lower is better (listwise ranks).
+# Bind order: judge_model, rubric, threshold, higher_is_better, threshold, threshold, limit.
 SELECT_REVIEW_CANDIDATES = _JUDGE_TARGETS + """
-SELECT target_id, score, abs(score - ?) AS distance, score >= ? AS kept
+SELECT target_id, score, abs(score - ?) AS distance, CASE WHEN ? THEN score >= ? ELSE score <= ? END AS kept
 FROM labeled WHERE decision IS NULL AND score IS NOT NULL
 ORDER BY distance, kept DESC, target_id
 LIMIT ?
 """
-# Pairs judged in both orders (both parsed) in a round, and how many changed verdict with the
-# order (score is the preference for the original A, so a flip is two distinct scores).
+# Pairs judged in both orders (both parsed) in a round and mode, and how many changed side with
+# the order. score is the preference for the original A (1 A, 0.5 tie, 0 B; continuous in
+# probability mode), so a flip is two orders on different sides of 0.5.
 SELECT_PAIRWISE_FLIPS = """
-SELECT count(*) AS pairs, count(*) FILTER (WHERE n_verdicts > 1) AS flipped
+SELECT count(*) AS pairs, count(*) FILTER (WHERE n_sides > 1) AS flipped
 FROM (
-    SELECT target_id, round, count(DISTINCT score) AS n_verdicts
+    SELECT target_id, round, mode, count(DISTINCT sign(score - 0.5)) AS n_sides
     FROM judgments
     WHERE judge_model = ? AND rubric = ? AND kind = 'pairwise' AND score IS NOT NULL
-    GROUP BY target_id, round
+    GROUP BY target_id, round, mode
     HAVING count(DISTINCT params->>'$.order') = 2
 )
 """
@@ -199,8 +202,10 @@ class JudgmentQueries:
     def judge_verdict_counts(self, judge_model: str, rubric: str) -> dict:
         return self._dicts(SELECT_JUDGE_VERDICT_COUNTS, [judge_model, rubric])[0]
 
-    def judge_review_candidates(self, judge_model: str, rubric: str, threshold: float, k: int) -> pd.DataFrame:
-        return self._df(SELECT_REVIEW_CANDIDATES, [judge_model, rubric, float(threshold), float(threshold), int(k)])
+    def judge_review_candidates(self, judge_model: str, rubric: str, threshold: float, k: int,
+                                higher_is_better: bool = True) -> pd.DataFrame:
+        t = float(threshold)
+        return self._df(SELECT_REVIEW_CANDIDATES, [judge_model, rubric, t, bool(higher_is_better), t, t, int(k)])
 
     def pairwise_flips(self, judge_model: str, rubric: str) -> dict:
         return self._dicts(SELECT_PAIRWISE_FLIPS, [judge_model, rubric])[0]
