@@ -341,6 +341,10 @@ OFFLINE = textwrap.dedent("""
         out["counts"] = [backend.count_tokens(c) for c in (FRANCE, COLOURS)]
         choice = GenerationParams(temperature=1.0, max_tokens=4, n=2, seed=3, guided_choice=["yes", "no"])
         out["choices"] = [g.text for s in backend.generate([FRANCE, COLOURS], choice) for g in s]
+        # Probability judges: label log-probabilities after a pre-filled answer ("10" vs "1" included).
+        labels = [" 1", " 2", " 3", " 10"]
+        out["label_logprobs"] = [c.logprobs for c in backend.choice_logprobs([FRANCE, COLOURS], labels,
+                                                                             prefill="Rating:")]
         backend.close()
         out["total_s"] = time.perf_counter() - started
         print("RESULT " + json.dumps(out), flush=True)
@@ -414,3 +418,7 @@ def test_offline_greedy_stop_and_scores_agree_with_hf_and_the_server(offline, hf
     assert offline["scores_again"] == pytest.approx([s[0] for s in offline["scores"]], abs=1e-4)
     assert offline["score_too_long"] is True
     assert set(offline["choices"]) <= {"yes", "no"} and len(offline["choices"]) == 4
+    # The probability judge's label log-probabilities agree with transformers' on the same weights.
+    reference = hf.choice_logprobs([FRANCE, COLOURS], [" 1", " 2", " 3", " 10"], prefill="Rating:")
+    for got, want in zip(offline["label_logprobs"], reference, strict=True):
+        assert got is not None and got == pytest.approx(want.logprobs, abs=1e-3)
