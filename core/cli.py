@@ -134,7 +134,10 @@ def _show_progress(info: dict, last: dict) -> None:
     if last.get("key") == key:
         return
     last["key"] = key
-    rate = f", {info['tokens_per_s']:.0f} tok/s" if info.get("tokens_per_s") else ""
+    # A probability judge writes one token a verdict: items per second says more there.
+    rate = f", {info['items_per_s']:.2f} items/s" if info.get("items_per_s") else ""
+    if info.get("tokens_per_s") and info["tokens"] > 2 * info["done"]:
+        rate += f", {info['tokens_per_s']:.0f} tok/s"
     eta = f", ETA {info['eta_s']:.0f} s" if info.get("eta_s") else ""
     print(f"  {info['id']}: {info['status']} {info['done']}/{info['total']}{rate}{eta}", file=sys.stderr,
           flush=True)

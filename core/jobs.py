@@ -159,6 +159,7 @@ def summary(job_dir: Path) -> dict:
         "total": total,
         "tokens": progress.get("tokens", 0),
         "tokens_per_s": progress.get("tokens_per_s"),
+        "items_per_s": progress.get("items_per_s"),
         "eta_s": progress.get("eta_s"),
         "error": failed.get("error"),
         "created": config.get("created"),

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 FINISH_REASONS = ("stop", "length", "too_long", "error")
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # the weights' dtype a spec may ask for
 ROLES = ("system", "user", "assistant")
 MAX_SEED = 2**63 - 1
 

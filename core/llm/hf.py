@@ -21,6 +21,7 @@ import secrets
 from pathlib import Path
 
 from core.llm.base import (
+    DTYPES,
     Backend,
     ChoiceLogprobs,
     Conversation,
@@ -34,8 +35,6 @@ from core.llm.base import (
     too_long_generations,
 )
 from core.llm.chat import ChatFormat
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from core.llm import builtin
-from core.llm.base import Backend
+from core.llm.base import DTYPES, Backend
 
 BACKENDS = ("hf", "vllm", "openai")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,79}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILTIN_PREFIX = "builtin:"
