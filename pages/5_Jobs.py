@@ -1,5 +1,6 @@
-"""Jobs: start generate and judge jobs (each runs in its own process), follow their progress live,
-read their logs, cancel, resume, and ingest what they wrote."""
+"""Jobs: start a job of any registered stage (generate, judge, ifd, …: one form each, built from
+the stage's params), follow their progress live, read their logs, cancel, resume, and ingest what
+they wrote. Each job runs in its own process."""
 
 
 import streamlit as st

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import jobs
 from core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,32 @@ def pairs_file(tmp_path) -> Path:
 def seeded_workspace(workspace, pairs_file) -> Workspace:
     workspace.import_paths([pairs_file], "small")
     return workspace
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """The folder of the workspace the app under AppTest opens ($WINNOW_WORKSPACE)."""
+    monkeypatch.syspath_prepend(str(REPO))
+    root = tmp_path / "app_ws"
+    monkeypatch.setenv("WINNOW_WORKSPACE", str(root))
+    yield root
+    import ui
+
+    ui._loaded_backend.clear()  # on_release closes the models Try-a-prompt loaded
+    ui._open_workspace.clear()  # on_release: stop the owner thread, close the catalog
+
+
+@pytest.fixture
+def app_ws(app_env) -> Workspace:
+    """The app's workspace, opened by the test too (same process: DuckDB shares one database)."""
+    ws = Workspace(app_env)
+    yield ws
+    # Never leave a job process behind: cancel, then kill whatever still runs.
+    for info in ws.jobs():
+        if info["status"] == "running":
+            jobs.cancel(ws.job_dir(info["id"]))
+            jobs.kill(ws.job_dir(info["id"]))
+    ws.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,26 +25,6 @@ from core.workspace import ExploreFilter, Workspace
 
 
 @pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    """An empty workspace folder that the app will open, and `ui` importable as under `streamlit run`."""
-    monkeypatch.syspath_prepend(str(REPO))
-    root = tmp_path / "app_ws"
-    monkeypatch.setenv("WINNOW_WORKSPACE", str(root))
-    yield root
-    import ui
-
-    ui._open_workspace.clear()  # on_release: stop the owner thread, close the catalog
-
-
-@pytest.fixture
-def app_ws(app_env) -> Workspace:
-    """The app's workspace, opened by the test too (same process: DuckDB shares one database)."""
-    ws = Workspace(app_env)
-    yield ws
-    ws.close()
-
-
-@pytest.fixture
 def seeded(app_ws, pairs_file) -> Workspace:
     app_ws.import_paths([pairs_file], "small")
     return app_ws

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, dataframe_with, metric, open_page, texts
+from conftest import dataframe_with, metric, open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from core import charts, curate, demo, tasks
@@ -24,24 +24,6 @@ JUDGE_KEY = views.judge_key(JUDGE, RUBRIC)
 # --------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO))
-    root = tmp_path / "app_ws"
-    monkeypatch.setenv("WINNOW_WORKSPACE", str(root))
-    yield root
-    import ui
-
-    ui._open_workspace.clear()
-
-
-@pytest.fixture
-def app_ws(app_env) -> Workspace:
-    ws = Workspace(app_env)
-    yield ws
-    ws.close()
 
 
 @pytest.fixture

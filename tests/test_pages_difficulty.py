@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import REPO, dataframe_with, metric, open_page, texts, write_jsonl
+from conftest import dataframe_with, metric, open_page, texts, write_jsonl
 from streamlit.testing.v1 import AppTest
 
 from core import charts, curate, views
@@ -140,24 +140,6 @@ def insert_ifd(ws: Workspace, values: dict[str, float]) -> None:
 # --------------------------------------------------------------------------------------------
 # Fixtures (as in tests/test_pages_models_jobs_judgments.py)
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO))
-    root = tmp_path / "app_ws"
-    monkeypatch.setenv("WINNOW_WORKSPACE", str(root))
-    yield root
-    import ui
-
-    ui._open_workspace.clear()
-
-
-@pytest.fixture
-def app_ws(app_env) -> Workspace:
-    ws = Workspace(app_env)
-    yield ws
-    ws.close()
 
 
 @pytest.fixture

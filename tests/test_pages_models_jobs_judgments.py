@@ -14,34 +14,10 @@ from streamlit.testing.v1 import AppTest
 from core import charts, jobs
 from core import judge as judge_mod
 from core.llm import builtin
-from core.workspace import ExploreFilter, Workspace
+from core.workspace import ExploreFilter
 
 TIMEOUT = 30
 MODEL_TIMEOUT = 180  # the first load of tiny-random builds it (a few seconds; more on a busy machine)
-
-
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO))
-    root = tmp_path / "app_ws"
-    monkeypatch.setenv("WINNOW_WORKSPACE", str(root))
-    yield root
-    import ui
-
-    ui._open_workspace.clear()
-    ui._loaded_backend.clear()  # on_release closes the models Try-a-prompt loaded
-
-
-@pytest.fixture
-def app_ws(app_env) -> Workspace:
-    ws = Workspace(app_env)
-    yield ws
-    # Never leave a job process behind: cancel, then kill whatever still runs.
-    for info in ws.jobs():
-        if info["status"] == "running":
-            jobs.cancel(ws.job_dir(info["id"]))
-            jobs.kill(ws.job_dir(info["id"]))
-    ws.close()
 
 
 
