@@ -59,35 +59,29 @@ if empty:
     st.text("Demo data from the command line:")
     st.code(f"WINNOW_WORKSPACE={stats['workspace']} winnow init --demo", language="bash")
 else:
-    left, mid, right = st.columns(3)
-    with left:
-        st.page_link("pages/2_Explore.py", label="Explore and review samples", icon=":material/search:")
-        st.caption("Filter by dataset, task, role and length; read samples; accept, reject or edit responses.")
-    with mid:
-        st.page_link("pages/3_Export.py", label="Export a training file", icon=":material/download:")
-        st.caption("Alpaca, messages, preference (DPO) or prompts; JSONL or Parquet.")
-    with right:
-        st.page_link("pages/1_Import.py", label="Import more data", icon=":material/upload_file:")
-        st.caption("Files are validated and previewed before anything is written.")
-    left, mid, right = st.columns(3)
-    with left:
-        st.page_link("pages/4_Models.py", label="Models", icon=":material/smart_toy:")
-        st.caption("Built-in and your own models (local folders or OpenAI-compatible servers); try a prompt.")
-    with mid:
-        st.page_link("pages/5_Jobs.py", label="Generate or judge responses", icon=":material/rocket_launch:")
-        st.caption("Jobs run in their own processes: live progress, logs, cancel and resume.")
-    with right:
-        st.page_link("pages/6_Judgments.py", label="Check the judges", icon=":material/balance:")
-        st.caption("Score histograms, parse failures, and precision against your labels at a threshold."
-                   if stats["judgments"] else "Once a judge job has run: how far its scores can be trusted.")
-    left, mid, right = st.columns(3)
-    with left:
-        st.page_link("pages/7_Difficulty_and_Tasks.py", label="Difficulty and tasks", icon=":material/insights:")
-        st.caption("TAPIR's MFD with a δ slider and kept counts per task; the task mix and its TAPIR target.")
-    with mid:
-        st.page_link("pages/8_Curate.py", label="Curate a snapshot", icon=":material/filter_alt:")
-        st.caption("Filters, judge thresholds, MFD > δ, rebalancing and weights, with live counts; "
-                   "save an immutable snapshot and export it.")
+    links = [
+        ("2_Explore.py", "Explore and review samples", "search",
+         "Filter by dataset, task, role and length; read samples; accept, reject or edit responses."),
+        ("3_Export.py", "Export a training file", "download", "Alpaca, messages, preference (DPO) or prompts; JSONL or Parquet."),
+        ("1_Import.py", "Import more data", "upload_file", "Files are validated and previewed before anything is written."),
+        ("4_Models.py", "Models", "smart_toy",
+         "Built-in and your own models (local folders or OpenAI-compatible servers); try a prompt."),
+        ("5_Jobs.py", "Generate or judge responses", "rocket_launch",
+         "Jobs run in their own processes: live progress, logs, cancel and resume."),
+        ("6_Judgments.py", "Check the judges", "balance",
+         "Score histograms, parse failures, and precision against your labels at a threshold."
+         if stats["judgments"] else "Once a judge job has run: how far its scores can be trusted."),
+        ("7_Difficulty_and_Tasks.py", "Difficulty and tasks", "insights",
+         "TAPIR's MFD with a δ slider and kept counts per task; the task mix and its TAPIR target."),
+        ("8_Curate.py", "Curate a snapshot", "filter_alt",
+         "Filters, judge thresholds, MFD > δ, rebalancing and weights, with live counts; "
+         "save an immutable snapshot and export it."),
+    ]
+    for start in range(0, len(links), 3):
+        for column, (page, label, icon, caption) in zip(st.columns(3), links[start:start + 3], strict=False):
+            with column:
+                st.page_link(f"pages/{page}", label=label, icon=f":material/{icon}:")
+                st.caption(caption)
     if stats["import_rejects"]:
         st.warning(f"{int(stats['import_rejects']):,} rows were rejected on import; "
                    "the Import page lists them with file, line and reason.")

@@ -14,6 +14,9 @@ import pandas as pd
 
 from core.migrations import MIGRATIONS
 
+# The one module of the package that imports duckdb; the others catch its errors through this name.
+DatabaseError = duckdb.Error
+
 
 class BulkUnreadable(Exception):
     """DuckDB's bulk reader failed on a file (malformed JSON, invalid UTF-8, a duplicate key).

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from core.store.base import BulkUnreadable
+from core.store.base import BulkUnreadable, DatabaseError
 from core.store.difficulty import INSERT_DIFFICULTY
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +211,7 @@ class ImportQueries:
             keys = {row[0] for row in cur.execute(BULK_KEYS, [str(path)]).fetchall()}
             if keys <= allowed_keys:
                 cur.execute(BULK_STAGE, [str(path)])
-        except duckdb.Error as exc:
+        except DatabaseError as exc:
             raise BulkUnreadable(path) from exc
         return keys
 
