@@ -374,3 +374,28 @@ def interval(p) -> str:
     if not p.n:
         return "n/a (no labels)"
     return f"{p.value:.2f} [{p.low:.2f}, {p.high:.2f}] ({p.k}/{p.n})"
+
+
+# --------------------------------------------------------------------------------------------
+# Links that land where they say, and the reviewer
+# --------------------------------------------------------------------------------------------
+
+REVIEW_PAGE = "pages/9_Review.py"
+JOBS_PAGE = "pages/5_Jobs.py"
+REVIEWER_KEY = "reviewer_name"  # shared by every page that saves a review (not page-prefixed)
+
+
+def reviewer() -> str | None:
+    """The reviewer name of this browser session (None until one is given)."""
+    name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
+    return name or None
+
+
+def jobs_link(stage: str, label: str, icon: str = ":material/rocket_launch:") -> None:
+    """A link to the Jobs page that opens on `stage`'s tab (the Jobs page reads ?stage=)."""
+    st.page_link(JOBS_PAGE, label=label, icon=icon, query_params={"stage": stage})
+
+
+def review_link(source, label: str, icon: str = ":material/rate_review:") -> None:
+    """A link to the Review page with a queue from `source` (core.review_queue.QueueSource)."""
+    st.page_link(REVIEW_PAGE, label=label, icon=icon, query_params=source.to_query())

@@ -362,4 +362,38 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX snapshot_members_by_snapshot ON snapshot_members (snapshot)",
         ],
     ),
+    (
+        "0009_pair_reviews",
+        [
+            # The review queue labels preference pairs too (accept the pair, reject it, or call it
+            # a tie), and records where a review was made. DuckDB cannot change a CHECK constraint
+            # in place, so the table is rebuilt; its rows and their order are kept.
+            "DROP INDEX IF EXISTS reviews_by_target",
+            "ALTER TABLE reviews RENAME TO reviews_0008",
+            """
+            CREATE TABLE reviews (
+                id             VARCHAR PRIMARY KEY,
+                target_kind    VARCHAR NOT NULL
+                               CHECK (target_kind IN ('instruction', 'response', 'document', 'pair')),
+                target_id      VARCHAR NOT NULL,
+                decision       VARCHAR CHECK (decision IN ('accept', 'reject', 'tie')),
+                edited_text    VARCHAR,
+                note           VARCHAR,
+                reviewer       VARCHAR,
+                created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                instruction_id VARCHAR,
+                source         VARCHAR,          -- explore | queue:<source> | cli | …
+                CHECK (decision IS DISTINCT FROM 'tie' OR target_kind = 'pair')
+            )
+            """,
+            """
+            INSERT INTO reviews (id, target_kind, target_id, decision, edited_text, note, reviewer, created_at,
+                                 instruction_id)
+            SELECT id, target_kind, target_id, decision, edited_text, note, reviewer, created_at, instruction_id
+            FROM reviews_0008 ORDER BY rowid
+            """,
+            "DROP TABLE reviews_0008",
+            "CREATE INDEX reviews_by_target ON reviews (target_id)",
+        ],
+    ),
 ]

@@ -33,7 +33,7 @@ CATALOG = "winnow.duckdb"
 DEFAULT_WORKSPACE = "workspace"
 SUBDIRS = ("runs", "models", "exports", "requests")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,99}$")
-REVIEW_DECISIONS = ("accept", "reject", None)
+REVIEW_DECISIONS = ("accept", "reject", "tie", None)  # tie: pairs only
 # Models that exist to test the plumbing; their output is noise. Never a default, always marked.
 TEST_MODELS = frozenset({"tiny-random"})
 
@@ -197,10 +197,13 @@ class Workspace:
         }
 
     def review(self, target_id: str, decision: str | None = None, edited_text: str | None = None,
-               note: str | None = None, target_kind: str | None = None, reviewer: str | None = None) -> str:
-        """Record a human review. Reviews are append-only: the latest one is the current verdict."""
+               note: str | None = None, target_kind: str | None = None, reviewer: str | None = None,
+               source: str | None = None) -> str:
+        """Record a human review. Reviews are append-only: the latest one is the current verdict.
+        A preference pair can be accepted (the chosen answer is better), rejected, or a tie.
+        `source`: where it was made (explore, queue:…, cli), kept as lineage."""
         if decision not in REVIEW_DECISIONS:
-            raise ValueError(f"decision must be accept, reject or empty, not {decision!r}")
+            raise ValueError(f"decision must be accept, reject, tie or empty, not {decision!r}")
         edited_text = edited_text if edited_text and edited_text.strip() else None
         note = note.strip() if note and note.strip() else None
         if decision is None and edited_text is None and note is None:
@@ -211,9 +214,14 @@ class Workspace:
         if target_kind is not None and target_kind != actual_kind:
             raise ValueError(f"{target_id!r} is a {actual_kind}, not a {target_kind}")
         target_kind = actual_kind
+        if decision == "tie" and target_kind != "pair":
+            raise ValueError(f"tie is a verdict on a preference pair, not on a {target_kind}")
+        if edited_text is not None and target_kind == "pair":
+            raise ValueError("edit one of the pair's responses, not the pair")
+        reviewer = reviewer.strip() if reviewer and reviewer.strip() else None
         review_id = content_id("review", target_id, datetime.now(timezone.utc).isoformat(), decision or "",
                                edited_text or "", note or "")
-        self.store.insert_review([review_id, target_kind, target_id, decision, edited_text, note, reviewer])
+        self.store.insert_review([review_id, target_kind, target_id, decision, edited_text, note, reviewer, source])
         return review_id
 
     # -- jobs ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from core.selection import ExploreFilter
 from core.store.base import BaseStore, BulkUnreadable, WorkspaceBusy, like_pattern
 from core.store.bench import BenchQueries
 from core.store.difficulty import DifficultyQueries
+from core.store.documents import DocumentQueries
 from core.store.explore import EXPLORE_FILTERS, EXPLORE_ORDERS, ExploreQueries
 from core.store.export import ExportQueries
 from core.store.imports import _INSERT_BY_TABLE, ImportQueries  # noqa: F401 (tests add tables to the map)
@@ -27,6 +28,8 @@ from core.store.jobs import JobQueries
 from core.store.judgments import JudgmentQueries
 from core.store.labels import LabelQueries
 from core.store.models import ModelQueries
+from core.store.overview import OverviewQueries
+from core.store.queue import QueueQueries
 from core.store.snapshots import SnapshotQueries
 
 __all__ = [
@@ -45,5 +48,5 @@ WorkspaceBusy.__module__ = __name__
 
 
 class Store(BaseStore, ImportQueries, ExploreQueries, JudgmentQueries, JobQueries, ModelQueries, ExportQueries,
-            BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries):
+            BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""

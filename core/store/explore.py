@@ -124,14 +124,16 @@ SELECT * FROM judgments WHERE list_contains(?, target_id) ORDER BY created_at DE
 """
 SELECT_PAIRS_FOR = "SELECT * FROM preference_pairs WHERE instruction_id = ? ORDER BY created_at, id"
 INSERT_REVIEW = """
-INSERT INTO reviews (id, target_kind, target_id, decision, edited_text, note, reviewer, instruction_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO reviews (id, target_kind, target_id, decision, edited_text, note, reviewer, source, instruction_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 SELECT_RESPONSE_INSTRUCTION = "SELECT instruction_id FROM responses WHERE id = ?"
+SELECT_PAIR_INSTRUCTION = "SELECT instruction_id FROM preference_pairs WHERE id = ?"
 SELECT_TARGET_KIND = """
 SELECT 'instruction' FROM instructions WHERE id = ?
 UNION ALL SELECT 'response' FROM responses WHERE id = ?
 UNION ALL SELECT 'document' FROM documents WHERE id = ?
+UNION ALL SELECT 'pair' FROM preference_pairs WHERE id = ?
 LIMIT 1
 """
 
@@ -266,15 +268,16 @@ class ExploreQueries:
         return self.target_kind(target_id) is not None
 
     def target_kind(self, target_id: str) -> str | None:
-        """Which table holds this id: instruction, response, document, or None."""
-        rows = self._rows(SELECT_TARGET_KIND, [target_id] * 3)
+        """Which table holds this id: instruction, response, document, pair, or None."""
+        rows = self._rows(SELECT_TARGET_KIND, [target_id] * 4)
         return rows[0][0] if rows else None
 
     def insert_review(self, values: list) -> None:
-        """values: id, target_kind, target_id, decision, edited_text, note, reviewer."""
+        """values: id, target_kind, target_id, decision, edited_text, note, reviewer, source."""
         target_kind, target_id = values[1], values[2]
-        if target_kind == "response":
-            instruction_id = self._rows(SELECT_RESPONSE_INSTRUCTION, [target_id])[0][0]
+        if target_kind in ("response", "pair"):
+            lookup = SELECT_RESPONSE_INSTRUCTION if target_kind == "response" else SELECT_PAIR_INSTRUCTION
+            instruction_id = self._rows(lookup, [target_id])[0][0]
         else:
             instruction_id = target_id if target_kind == "instruction" else None
         with self.transaction() as cur:
