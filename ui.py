@@ -6,7 +6,9 @@ check results and previews into DataFrames) plus the few rendering rules every p
 
 - One `Workspace` per catalog path and process, held by `st.cache_resource` (DESIGN.md §3: the
   app's server process owns the catalog).
-- Model and web text is shown as text, never as markdown or HTML (DESIGN.md §7).
+- Model and web text is shown through `show_text`: safe markdown from core.render (markdown-it-py
+  with raw HTML off, sanitized by nh3: no link, image or script survives), or exactly as stored
+  with the raw toggle. Never pass it to st.markdown or st.html yourself (DESIGN.md §9).
 - Query results are not cached: a DuckDB query over the catalog is fast, and a stale count after a
   review or an import is worse than a few milliseconds.
 - Session keys are prefixed with the page name ("explore_page", "import_checks", ...).
@@ -23,8 +25,9 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from core import ingest
+from core import ingest, render
 from core.owner import Owner
 from core.workspace import TEST_MODELS, Workspace, WorkspaceBusy, resolve_workspace_path
 
@@ -77,18 +80,68 @@ def workspace() -> Workspace:
 # --------------------------------------------------------------------------------------------
 
 
-def show_text(text: str | None, label: str | None = None, height: int | None = None) -> None:
-    """Model or web text, literally: no markdown, no HTML, long lines wrapped."""
+RAW_TEXT_KEY = "raw_text"  # session key: True shows every text exactly as stored, not as markdown
+_RAW_TOGGLE_KEY = "raw_text_toggle"
+_STYLE_RUN_KEY = "ui_markdown_style_run"  # session key: the run that already has the stylesheet
+
+
+def raw_toggle() -> bool:
+    """The sidebar toggle "Show raw text" (session key RAW_TEXT_KEY); returns whether it is on.
+
+    The choice lives in a plain session key, not in the widget's own key, so it survives a page
+    that does not draw the toggle (Streamlit forgets a widget's state when it is not drawn)."""
+    def _remember() -> None:
+        st.session_state[RAW_TEXT_KEY] = bool(st.session_state[_RAW_TOGGLE_KEY])
+
+    st.sidebar.toggle("Show raw text", value=bool(st.session_state.get(RAW_TEXT_KEY, False)), key=_RAW_TOGGLE_KEY,
+                      on_change=_remember,
+                      help="Show model and web text exactly as stored (markdown, HTML and URLs as characters) "
+                           "instead of rendered as safe markdown.")
+    return bool(st.session_state.get(RAW_TEXT_KEY, False))
+
+
+def _style_once() -> None:
+    """Add the markdown stylesheet to the page, once per script run.
+
+    A style-only st.html goes to Streamlit's event container: it takes no room and does not live in
+    any column, expander or dialog that may close, and it survives fragment reruns. A run is told
+    apart by its cursor table, which Streamlit makes afresh for every run and fragment run
+    (ScriptRunContext.reset); holding the table itself (not its id) means a later run's table is
+    never mistaken for it. Without a script context (bare mode) the style is always added."""
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        if st.session_state.get(_STYLE_RUN_KEY) is ctx.cursors:
+            return
+        st.session_state[_STYLE_RUN_KEY] = ctx.cursors
+    st.html(f"<style>{render.STYLE}</style>")
+
+
+def show_text(text: str | None, label: str | None = None, height: int | None = None, key: str | None = None,
+              *, markdown: bool = True) -> None:
+    """Model or web text as safe markdown (core.render: raw HTML as text, images as alt text, links
+    inert, code highlighted), or exactly as stored when the sidebar's raw toggle is on, when the
+    per-text "raw" toggle (shown only when `key` is given) is on, or with markdown=False (logs).
+
+    A fixed height (scrolling) only for long texts; short ones take the room they need."""
     if label:
         st.text(label)
     if text is None or text == "":
         st.text("(empty)")
         return
     text = str(text)
-    # A fixed height (scrolling) only for long texts; short ones take the room they need.
+    all_raw = bool(st.session_state.get(RAW_TEXT_KEY, False))
+    raw = not markdown or all_raw
+    if key is not None and markdown:
+        # Disabled while the sidebar shows every text raw: there is nothing for it to switch.
+        raw = st.toggle("raw", key=f"{key}_raw", disabled=all_raw, help="Show this text exactly as stored.") or raw
     approx_lines = text.count("\n") + 1 + len(text) // 100
     fixed = height is not None and approx_lines * 22 > height
-    st.code(text, language=None, wrap_lines=True, height=height if fixed else "content")
+    if raw:
+        st.code(text, language=None, wrap_lines=True, height=height if fixed else "content")
+        return
+    _style_once()
+    with st.container(height=height if fixed else "content", border=True):
+        st.html(render.markdown_html(text))
 
 
 def clip(text: Any, n: int = 80) -> str:

@@ -14,7 +14,12 @@ Conventions:
   will actually run. `kept_mask` and `kept_condition_sql` are that one rule for numpy and SQL.
 - Labels: 1/True/'accept' = the human keeps it; 0/False/'reject' = the human drops it.
 - Proportions carry a Wilson 95% interval (good at small n and near 0 or 1, unlike the normal
-  approximation). Kendall τ-b carries a seeded percentile bootstrap interval.
+  approximation). Kendall τ-b carries a seeded percentile bootstrap interval, and the ROC AUC (the
+  Mann–Whitney statistic, ties ½) one stratified by class.
+- Trust (issue 12): a judge is *at chance* on the user's labels when its AUC interval includes 0.5
+  or its τ interval includes 0, and "not yet known" with fewer than MIN_LABELS labels or
+  MIN_PER_CLASS of either class; `judge_trust` says which, and about how many more labels would
+  settle it. Pages and the CLI flag a judge at chance wherever its scores show.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "Calibration", "JudgeEvidence", "Proportion", "Tau", "Z95", "calibrate", "confusion", "kendall_tau", "kendall_tau_b",
+    "AUC_METHOD", "Auc", "Calibration", "JudgeEvidence", "MIN_LABELS", "MIN_PER_CLASS", "MORE_LABELS_CAP",
+    "Proportion", "Tau", "Trust", "Z95", "calibrate", "confusion", "judge_trust", "kendall_tau", "kendall_tau_b",
     "kept_condition_sql", "kept_mask", "kept_share", "parse_failure_rate", "proportion", "review_candidates",
-    "threshold_sweep", "to_labels", "wilson_interval",
+    "roc_auc", "threshold_sweep", "trust_from", "to_labels", "wilson_interval",
 ]
 
 Z95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
+AUC_METHOD = "bootstrap, stratified by class, percentile 95%"
 _LABELS = {"accept": 1, "reject": 0, True: 1, False: 0}  # 1 and 0 (and 1.0) hash like True and False
 # Above this many cells the contingency-table τ is replaced by the O(n²) pair count.
 _MAX_TABLE_CELLS = 4_000_000
@@ -280,6 +287,239 @@ def kendall_tau(scores: Iterable, ratings: Iterable, bootstrap: int = 1000, seed
 
 
 # --------------------------------------------------------------------------------------------
+# ROC AUC with a stratified bootstrap interval
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Auc:
+    """How often the judge ranks an accepted target above a rejected one (ties count ½): 1 is a
+    perfect judge, 0.5 a coin, 0 a perfectly inverted one. NaN without both classes."""
+
+    value: float
+    low: float
+    high: float
+    n_accept: int
+    n_reject: int
+
+    @property
+    def n(self) -> int:
+        return self.n_accept + self.n_reject
+
+    def __str__(self) -> str:
+        if math.isnan(self.value):
+            return f"n/a ({self.n_accept} accept, {self.n_reject} reject)"
+        if math.isnan(self.low):
+            return f"{self.value:.2f} (n = {self.n})"
+        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}] (n = {self.n})"
+
+
+def _auc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Mann–Whitney AUC from per-level counts of positives and negatives (levels in score order;
+    the last axis is the level, so a stack of bootstrap draws is one call)."""
+    below = np.cumsum(neg, axis=-1) - neg          # negatives strictly below each level
+    wins = (pos * (below + 0.5 * neg)).sum(axis=-1)
+    return wins / (pos.sum(axis=-1) * neg.sum(axis=-1))
+
+
+def roc_auc(scores: Iterable, labels: Iterable, higher_is_better: bool = True, bootstrap: int = 1000,
+            seed: int = 0, level: float = 0.95) -> Auc:
+    """ROC AUC of judge scores against accept (1) / reject (0) labels, the Mann–Whitney U over
+    n_accept · n_reject, ties counting ½. A lower-is-better score (ranks) agrees when lower, so it
+    is negated: the AUC keeps meaning "agreement" in both directions. Targets without a parsed
+    score are left out (their rank is unknown).
+
+    The interval is a seeded percentile bootstrap stratified by class: accepts and rejects are
+    resampled separately, each keeping its count, so no draw loses a class (as an unstratified
+    one can at small n) and the same data always gives the same interval."""
+    s, y = _aligned(scores, labels)
+    keep = ~np.isnan(s)
+    s, y = (s if higher_is_better else -s)[keep], y[keep]
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        return Auc(math.nan, math.nan, math.nan, n_pos, n_neg)
+    codes, k = _codes(s)
+    pos_codes, neg_codes = codes[y == 1], codes[y == 0]
+    value = float(_auc_from_counts(np.bincount(pos_codes, minlength=k), np.bincount(neg_codes, minlength=k)))
+    if bootstrap <= 0:
+        return Auc(value, math.nan, math.nan, n_pos, n_neg)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(bootstrap)
+    chunk = max(1, 2_000_000 // max(k, n_pos, n_neg))  # draws per vectorised step: bounded memory
+    for start in range(0, bootstrap, chunk):
+        b = min(chunk, bootstrap - start)
+        offsets = np.arange(b)[:, None] * k
+        pos = np.bincount((pos_codes[rng.integers(0, n_pos, (b, n_pos))] + offsets).ravel(), minlength=b * k)
+        neg = np.bincount((neg_codes[rng.integers(0, n_neg, (b, n_neg))] + offsets).ravel(), minlength=b * k)
+        draws[start:start + b] = _auc_from_counts(pos.reshape(b, k), neg.reshape(b, k))
+    alpha = (1 - level) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha])
+    return Auc(value, float(low), float(high), n_pos, n_neg)
+
+
+# --------------------------------------------------------------------------------------------
+# Trust: is the judge better than chance on the user's own labels?
+# --------------------------------------------------------------------------------------------
+
+MIN_LABELS = 10       # below this, a verdict on the judge is "not yet known", whatever the interval says
+MIN_PER_CLASS = 3     # ... and with fewer accepts or rejects: 1 reject among 9 accepts says nothing
+MORE_LABELS_CAP = 1000  # "more than 1000 more labels": the judge is at chance or as good as
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Whether a judge beats chance on the user's own accept/reject labels (threshold-free).
+
+    at_chance: the AUC interval includes 0.5 or the Kendall τ interval includes 0 (issue 12's
+    definition), once there are enough labels to say (`undecided` is empty). inverted: the AUC
+    interval lies below 0.5, the scores run against the labels. more_labels: about how many more
+    labels (in the same accept/reject mix) would settle it, since an interval's half-width shrinks
+    like 1/√n: n_needed ≈ n · (half_width / |effect|)²; None when already settled; capped
+    (`more_labels_capped`) when the effect is too near chance for any count to settle it."""
+
+    n_labels: int            # labeled targets with a parsed score (what the numbers stand on)
+    n_accept: int
+    n_reject: int
+    auc: Auc
+    kendall: Tau
+    undecided: tuple[str, ...] = ()   # why it is not yet known; empty once enough labels exist
+    more_labels: int | None = None
+    more_labels_capped: bool = False
+    n_unscored: int = 0      # labeled targets whose verdict did not parse (left out)
+
+    @property
+    def known(self) -> bool:
+        return not self.undecided
+
+    @property
+    def at_chance(self) -> bool:
+        return self.known and (_includes(self.auc.low, self.auc.high, 0.5)
+                               or _includes(self.kendall.low, self.kendall.high, 0.0))
+
+    @property
+    def inverted(self) -> bool:
+        return self.known and not self.at_chance and self.auc.high < 0.5
+
+    @property
+    def status(self) -> str:
+        """unknown | at_chance | inverted | better: what a page's flag shows."""
+        if not self.known:
+            return "unknown"
+        return "at_chance" if self.at_chance else "inverted" if self.inverted else "better"
+
+    @property
+    def flagged(self) -> bool:
+        """Worth a warning wherever the judge's scores show: no better than chance, or worse."""
+        return self.status in ("at_chance", "inverted")
+
+    def _more(self) -> str:
+        if self.more_labels is None:
+            return ""
+        if self.more_labels_capped:
+            return f"more than {self.more_labels:,} more labels would be needed to tell it from chance"
+        return f"about {self.more_labels:,} more label{'s' if self.more_labels != 1 else ''} would settle it"
+
+    def sentence(self) -> str:
+        """One line for a flag, e.g. "At chance on your 24 labels: AUC 0.55 [0.31, 0.78] includes
+        0.5 — about 180 more labels would settle it." """
+        labels = f"{self.n_labels} label{'s' if self.n_labels != 1 else ''}"
+        if not self.known:
+            mix = f" ({self.n_accept} accept, {self.n_reject} reject)" if self.n_labels else ""
+            if self.more_labels:
+                short = [f"{k} {name}{'s' if k != 1 else ''}" for k, name in
+                         ((MIN_PER_CLASS - self.n_accept, "accept"), (MIN_PER_CLASS - self.n_reject, "reject")) if k > 0]
+                need = (f"it takes at least {MIN_LABELS}, with {MIN_PER_CLASS} of each kind — label at least "
+                        f"{self.more_labels} more" + (f", {' and '.join(short)} among them" if short else ""))
+            else:
+                need = "; ".join(self.undecided)
+            return f"Not yet known whether this judge beats chance: {labels}{mix}; {need}."
+        auc = f"AUC {self.auc.value:.2f} [{self.auc.low:.2f}, {self.auc.high:.2f}]"
+        if self.status == "better":
+            return f"Better than chance: {auc} on {labels}."
+        if self.status == "inverted":
+            return (f"Worse than chance on your {labels}: {auc} is below 0.5 — its scores run against "
+                    "your labels (a reversed rubric or a broken prompt?).")
+        if _includes(self.auc.low, self.auc.high, 0.5):
+            why = f"{auc} includes 0.5"
+        else:
+            tau = self.kendall
+            why = f"Kendall τ {tau.value:.2f} [{tau.low:.2f}, {tau.high:.2f}] includes 0 ({auc})"
+        return f"At chance on your {labels}: {why} — {self._more()}."
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status, "at_chance": self.at_chance, "inverted": self.inverted, "known": self.known,
+            "n_labels": self.n_labels, "n_accept": self.n_accept, "n_reject": self.n_reject,
+            "n_unscored": self.n_unscored,
+            "auc": {"value": _num(self.auc.value), "low": _num(self.auc.low), "high": _num(self.auc.high)},
+            "kendall_tau": {"value": _num(self.kendall.value), "low": _num(self.kendall.low),
+                            "high": _num(self.kendall.high), "n": self.kendall.n},
+            "undecided": list(self.undecided), "more_labels": self.more_labels,
+            "more_labels_capped": self.more_labels_capped, "sentence": self.sentence(),
+        }
+
+
+def _num(x: float) -> float | None:
+    """NaN as None, so JSON output stays valid JSON."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _includes(low: float, high: float, point: float) -> bool:
+    """Whether [low, high] contains point; an interval that could not be computed (NaN) says nothing."""
+    return not (math.isnan(low) or math.isnan(high)) and low <= point <= high
+
+
+def _needed(n: int, value: float, low: float, high: float, chance: float) -> float | None:
+    """Total labels at which the interval would stop including `chance`, if the estimate stays put:
+    the half-width on chance's side shrinks like 1/√n. None when the interval excludes it already
+    (or is not known); inf when the estimate sits on chance itself."""
+    if not _includes(low, high, chance) or math.isnan(value):
+        return None
+    effect = abs(value - chance)
+    half = (value - low) if value >= chance else (high - value)
+    if effect < 1e-9:
+        return math.inf
+    return n * (half / effect) ** 2
+
+
+def judge_trust(scores: Iterable, labels: Iterable, higher_is_better: bool = True, bootstrap: int = 1000,
+                seed: int = 0) -> Trust:
+    """A judge's Trust from its scores on the labeled targets (None/NaN: unparsed, left out) and
+    the human labels (accept/reject, 1/0)."""
+    s, y = _aligned(scores, labels)
+    parsed = ~np.isnan(s)
+    s, y = s[parsed], y[parsed]
+    auc = roc_auc(s, y, higher_is_better, bootstrap=bootstrap, seed=seed)
+    tau = kendall_tau(s if higher_is_better else -s, y, bootstrap=bootstrap, seed=seed)
+    return trust_from(auc, tau, n_unscored=int((~parsed).sum()))
+
+
+def trust_from(auc: Auc, tau: Tau, n_unscored: int = 0) -> Trust:
+    """The Trust that an AUC and a τ over the same labeled targets call for (Calibration.trust
+    reuses the ones it computed, so a page pays for one bootstrap of each)."""
+    n, n_acc, n_rej = auc.n, auc.n_accept, auc.n_reject
+    undecided = []
+    if n < MIN_LABELS:
+        undecided.append(f"at least {MIN_LABELS} labels are needed")
+    for count, name in ((n_acc, "accept"), (n_rej, "reject")):
+        if count < MIN_PER_CLASS:
+            undecided.append(f"{'no' if count == 0 else f'only {count}'} {name}{'s' if count != 1 else ''} "
+                             f"(at least {MIN_PER_CLASS} are needed)")
+    if n >= MIN_LABELS and not undecided and (math.isnan(auc.low) or math.isnan(auc.high)):
+        undecided.append("no confidence interval was computed (bootstrap off)")
+    if undecided:
+        short = max(0, MIN_PER_CLASS - n_acc) + max(0, MIN_PER_CLASS - n_rej)
+        return Trust(n, n_acc, n_rej, auc, tau, tuple(undecided), max(MIN_LABELS - n, short), False, n_unscored)
+    needs = [x for x in (_needed(n, auc.value, auc.low, auc.high, 0.5),
+                         _needed(n, tau.value, tau.low, tau.high, 0.0)) if x is not None]
+    more, capped = None, False
+    if needs:
+        extra = max(needs) - n
+        capped = extra > MORE_LABELS_CAP
+        more = MORE_LABELS_CAP if capped else max(1, math.ceil(extra))
+    return Trust(n, n_acc, n_rej, auc, tau, (), more, capped, n_unscored)
+
+
+# --------------------------------------------------------------------------------------------
 # Calibration at a threshold, sweeps, and what to review next
 # --------------------------------------------------------------------------------------------
 
@@ -298,6 +538,12 @@ class Calibration:
     parse_failures: Proportion  # share of verdicts that did not parse
     kendall: Tau             # judge score vs human label, over labeled targets with a score
     higher_is_better: bool = True  # False: kept means score <= threshold (ranks)
+    auc: Auc | None = None   # ROC AUC of the score vs the labels (threshold-free), over the same targets
+
+    def trust(self) -> Trust:
+        """Whether the judge beats chance on these labels, from this calibration's AUC and τ."""
+        auc = self.auc if self.auc is not None else Auc(math.nan, math.nan, math.nan, 0, 0)
+        return trust_from(auc, self.kendall, n_unscored=self.n_labels - auc.n)
 
     def sentence(self) -> str:
         """E.g. "score ≥ 4 keeps 61% at precision 0.82 ± 0.07 on 48 labels"."""
@@ -323,6 +569,9 @@ class Calibration:
             "kept": p(self.kept), "parse_failures": p(self.parse_failures),
             "kendall_tau": {"value": self.kendall.value, "low": self.kendall.low, "high": self.kendall.high,
                             "n": self.kendall.n},
+            "auc": None if self.auc is None else {
+                "value": _num(self.auc.value), "low": _num(self.auc.low), "high": _num(self.auc.high),
+                "n_accept": self.auc.n_accept, "n_reject": self.auc.n_reject, "method": AUC_METHOD},
             "sentence": self.sentence(),
         }
 
@@ -366,6 +615,7 @@ def calibrate(scores: Iterable, labels: Iterable, threshold: float, *, populatio
         # so it is negated here and τ keeps meaning "agreement" for both directions.
         kendall=kendall_tau(s if higher_is_better else -s, y, bootstrap=bootstrap, seed=seed),
         higher_is_better=bool(higher_is_better),
+        auc=roc_auc(s, y, higher_is_better, bootstrap=bootstrap, seed=seed),
         **c,
     )
 
@@ -387,6 +637,10 @@ class JudgeEvidence:
         return calibrate(self.scores, self.labels, threshold, population=self.population,
                          n_judgments=self.n_judgments, n_failed=self.n_failed, bootstrap=bootstrap, seed=seed,
                          higher_is_better=self.higher_is_better)
+
+    def trust(self, bootstrap: int = 1000, seed: int = 0) -> Trust:
+        """Whether this judge beats chance on the labels (no threshold involved)."""
+        return judge_trust(self.scores, self.labels, self.higher_is_better, bootstrap=bootstrap, seed=seed)
 
     def sweep(self, thresholds: Iterable[float] | None = None) -> pd.DataFrame:
         return threshold_sweep(self.scores, self.labels, thresholds, population=self.population,

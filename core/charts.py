@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 BAR_COLOUR = "#4C78A8"
 MAX_BARS = 40  # a bar chart with more categories is unreadable; the rest are summed into "(other)"
+MIN_LENGTH_BINS = 5  # the length histogram's x axis spans at least this many bins
 
 
 def _label(value) -> str:
@@ -32,8 +33,29 @@ def _empty(title: str, message: str = "nothing to show") -> go.Figure:
     return fig
 
 
+def _count_ticks(max_count: int, ticks: int = 6) -> int:
+    """A whole-number tick step for a count axis (never 0.5 of an instruction): 1, 2 or 5 times a
+    power of ten, at most about `ticks` steps up to max_count."""
+    target = max(int(max_count), 1) / ticks
+    step = 1
+    while step < target:
+        for factor in (2, 5, 10):
+            if step * factor >= target:
+                return step * factor
+        step *= 10
+    return step
+
+
+def _count_axis(max_count: int) -> dict:
+    """Axis settings for a count: from 0, whole-number ticks (one match shows 0 and 1, not 0.2 … 1)."""
+    return {"rangemode": "tozero", "tickformat": ",d", "dtick": _count_ticks(max_count), "tick0": 0}
+
+
 def length_histogram(df: pd.DataFrame, bin_width: int, title: str = "Instruction length (characters, input included)") -> go.Figure:
-    """Bars from `Workspace.length_histogram`: columns `bin_start` and `n`, one bar per bin."""
+    """Bars from `Workspace.length_histogram`: columns `bin_start` and `n`, one bar per bin.
+
+    Each bar spans its bin, [bin_start, bin_start + bin_width); the x axis runs from 0 (a length is
+    never negative) to the end of the last bin, and the count axis has whole-number ticks."""
     if bin_width < 1:
         raise ValueError(f"bin_width must be positive, not {bin_width}")
     if df is None or df.empty:
@@ -47,6 +69,10 @@ def length_histogram(df: pd.DataFrame, bin_width: int, title: str = "Instruction
     ))
     fig.update_layout(title=title, xaxis_title="characters", yaxis_title="instructions", bargap=0.05,
                       height=280, margin={"t": 40, "b": 40, "l": 50, "r": 10})
+    # An explicit range: autorange started the axis half a bin below 0 (−50 for 100-character bins).
+    # At least MIN_LENGTH_BINS bins wide, so one match is one narrow bar, not a band across the chart.
+    fig.update_xaxes(range=[0, max(max(starts) + bin_width, MIN_LENGTH_BINS * bin_width)])
+    fig.update_yaxes(**_count_axis(max(counts)))
     return fig
 
 
@@ -67,6 +93,7 @@ def count_bars(df: pd.DataFrame, category: str, value: str, title: str, max_bars
     fig.update_layout(title=title, xaxis_title=value, height=max(220, 28 * len(labels) + 80),
                       margin={"t": 40, "b": 40, "l": 10, "r": 10})
     fig.update_yaxes(automargin=True, type="category")
+    fig.update_xaxes(**_count_axis(int(data[value].max())))
     return fig
 
 
@@ -131,6 +158,7 @@ def score_histogram(df: pd.DataFrame, bin_width: float, threshold: float | None 
     if not split_roles:
         data["role"] = "all roles"
     fig = go.Figure()
+    stacked = data.groupby("label")["n"].sum()  # the bars' heights: the count axis must reach the tallest
     for i, (role, part) in enumerate(data.groupby("role", sort=True, dropna=False)):
         counts = part.groupby("label")["n"].sum()
         fig.add_trace(go.Bar(
@@ -155,6 +183,7 @@ def score_histogram(df: pd.DataFrame, bin_width: float, threshold: float | None 
                       margin={"t": 50, "b": 40, "l": 50, "r": 10}, clickmode="event+select",
                       legend_title_text="role", showlegend=split_roles)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
+    fig.update_yaxes(**_count_axis(int(stacked.max())))
     return fig
 
 
@@ -206,11 +235,6 @@ def threshold_sweep(df: pd.DataFrame, threshold: float | None = None,
 KEPT_COLOUR = "#54A24B"
 DROPPED_COLOUR = "#BAB0AC"
 MIX_COLOURS = {"now": "#4C78A8", "target": "#F58518", "after resampling": "#54A24B"}
-
-
-def _count_ticks(max_count: int, ticks: int = 6) -> int:
-    """A whole-number tick step for a count axis (never 0.5 of an instruction)."""
-    return max(1, math.ceil(max(int(max_count), 1) / ticks))
 
 
 def mfd_histogram(df: pd.DataFrame, bin_width: float, delta: float | None = None,
@@ -308,4 +332,46 @@ def curate_counts_bars(per_task: pd.DataFrame, title: str = "Samples per task: n
     fig.update_layout(title=title, barmode="group", xaxis_title="task", yaxis_title="samples", height=340,
                       margin={"t": 50, "b": 40, "l": 50, "r": 10}, legend_title_text="")
     fig.update_xaxes(type="category", automargin=True)
+    counted = [column for column, _, _ in CURATE_SERIES if column in per_task.columns]
+    fig.update_yaxes(**_count_axis(int(per_task[counted].max().max()) if counted else 1))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Home
+# --------------------------------------------------------------------------------------------
+
+REVIEW_STATES = (("accepted", "accepted", "#54A24B"), ("rejected", "rejected", "#E45756"),
+                 ("unreviewed", "not reviewed", "#BAB0AC"))
+
+
+def review_state_bars(df: pd.DataFrame, title: str = "Tasks by review state", max_bars: int = MAX_BARS) -> go.Figure:
+    """Stacked horizontal bars from `Store.tasks_by_review_state` (task, accepted, rejected,
+    unreviewed): one bar per task, largest first, split by the latest human verdict, so what is
+    left to review and where the rejects pile up show at a glance. Tasks past max_bars are
+    summed into "(other)"."""
+    if df is None or df.empty:
+        return _empty(title, "no instructions yet")
+    columns = [c for c, _, _ in REVIEW_STATES]
+    data = df[["task", *columns]].copy()
+    data[columns] = data[columns].astype(int)
+    data = data.assign(_total=data[columns].sum(axis=1)).sort_values("_total", ascending=False, kind="stable")
+    if len(data) > max_bars:
+        rest = data.iloc[max_bars - 1:][columns].sum()
+        data = pd.concat([data.iloc[: max_bars - 1],
+                          pd.DataFrame([{"task": "(other)", **{c: int(rest[c]) for c in columns}}])], ignore_index=True)
+    labels = [_label(t) for t in data["task"]][::-1]  # plotly draws the first category at the bottom
+    total = int(data[columns].to_numpy().sum())
+    reviewed = total - int(data["unreviewed"].sum())
+    fig = go.Figure()
+    for column, name, colour in REVIEW_STATES:
+        fig.add_trace(go.Bar(x=data[column].tolist()[::-1], y=labels, name=name, orientation="h", marker_color=colour,
+                             hovertemplate="%{y}: %{x} " + name + "<extra></extra>"))
+    fig.update_layout(title=f"{title}: {reviewed:,} of {total:,} instructions reviewed", barmode="stack",
+                      height=max(240, 26 * len(labels) + 110), margin={"t": 50, "b": 40, "l": 10, "r": 10},
+                      # The legend in the bars' order, under the axis (the title says what is counted).
+                      legend={"orientation": "h", "y": -0.1, "yanchor": "top", "traceorder": "normal"},
+                      legend_title_text="")
+    fig.update_yaxes(automargin=True, type="category")
+    fig.update_xaxes(**_count_axis(int(data[columns].sum(axis=1).max())))
     return fig

@@ -192,6 +192,19 @@ def _judge_report(root: Path, a) -> None:
           f"({summary['failure_rate']:.0%}), {summary['call_errors']} failed calls, mean score {summary['mean_score']}")
     if summary["flip_pairs"]:
         print(f"order flips: {summary['flip_rate']:.0%} of {summary['flip_pairs']} pairs judged in both orders")
+    print(_trust_line(summary["trust"]))
+
+
+def _trust_line(trust: dict) -> str:
+    """A judge's trust sentence (calibration.Trust.sentence), marked when it is no better than chance."""
+    return ("WARNING: " if trust["status"] in ("at_chance", "inverted") else "") + trust["sentence"]
+
+
+def cmd_judges(a) -> int:
+    r = run_op(resolve_workspace_path(a.workspace), "judges", {})
+    lines = [f"{j['judge_model']} · {j['rubric']} ({j['kind']}, {j['judgments']} judgments)\n  {_trust_line(j['trust'])}"
+             for j in r["judges"]]
+    return _print_json_or(r, a, lines or ["no judgments yet: run `winnow judge --judge MODEL --rubric RUBRIC`"])
 
 
 # What a stage's command prints after its job (optional; most stages need nothing).
@@ -438,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("judges", parents=[common],
+                       help="every judge and rubric, and whether it beats chance on your accept/reject labels")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_judges)
 
     p = sub.add_parser("jobs", parents=[common], help="list, resume or cancel jobs")
     p.add_argument("action", choices=("list", "resume", "cancel"))

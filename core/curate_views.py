@@ -63,6 +63,21 @@ def judge_label(key: str | None) -> str:
     return f"{judge} · {rubric}"
 
 
+def spec_judges(spec: Spec) -> list[tuple[str, str]]:
+    """The (judge, rubric) pairs whose scores a spec reads: its judge rules, then dedup's judge."""
+    pairs = [(rule.judge, rule.rubric) for rule in spec.judges]
+    if spec.dedup is not None and spec.dedup.judge and spec.dedup.rubric:
+        pairs.append((spec.dedup.judge, spec.dedup.rubric))
+    return list(dict.fromkeys(pairs))
+
+
+def trust_flag(judge: str, rubric: str, trust) -> tuple[str, str]:
+    """How the Curate page shows a judge's calibration.Trust beside a rule that uses its scores:
+    ("warning", text) when it is no better than chance on the user's labels (or worse), else
+    ("caption", text); the text names the judge, since a spec can hold several."""
+    return ("warning" if trust.flagged else "caption"), f"{judge} · {rubric}: {trust.sentence()}"
+
+
 def rubric_scale(ws, judge: str, rubric: str) -> tuple[float, float]:
     """The score scale of a judge's rubric ("zephyr_aspects.honesty" → zephyr_aspects'), else the
     range of its parsed scores, else 0–10."""
@@ -541,5 +556,5 @@ __all__ = [
     "default_min", "explain_sentence", "explain_table", "format_shares", "judge_key", "judge_label", "judge_options",
     "judge_scores_table", "label_history_table", "parse_judge_key", "parse_shares", "preview", "rubric_scale",
     "sample_difficulty", "snapshot_rules_table", "snapshot_stats_table", "snapshots_table", "spec_from_widgets",
-    "spec_yaml", "task_options", "widgets_from_spec",
+    "spec_judges", "spec_yaml", "task_options", "trust_flag", "widgets_from_spec",
 ]

@@ -97,7 +97,14 @@ def _judge_summary(ws, args: dict) -> dict:
     return {"judgments": n, "failed": failed, "failure_rate": failed / n if n else 0.0,
             "call_errors": int(counts["call_errors"]),
             "mean_score": None if mean is None else round(float(mean), 2),
-            "flip_pairs": flips.n, "flip_rate": flips.value if flips.n else None}
+            "flip_pairs": flips.n, "flip_rate": flips.value if flips.n else None,
+            "trust": ws.judge_trust(args["judge"], args["rubric"]).as_dict()}
+
+
+def _judges(ws, args: dict) -> dict:
+    """Every judge and rubric with its verdict counts and trust (is it better than chance?)."""
+    return {"judges": [{"judge_model": j["judge_model"], "rubric": j["rubric"], "kind": j["kind"],
+                        "judgments": j["judgments"], "trust": j["trust"].as_dict()} for j in ws.judge_trusts()]}
 
 
 def _ingest_job(ws, args: dict) -> dict:
@@ -178,7 +185,7 @@ def _curate_export(ws, args: dict) -> dict:
 
 OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "import": _import, "export": _export, "stats": _stats, "create_job": _create_job,
-    "judge_summary": _judge_summary,
+    "judge_summary": _judge_summary, "judges": _judges,
     "models": _models, "model": _model, "add_model": _add_model,
     "ingest_job": _ingest_job, "jobs": _jobs, "job_dir": _job_dir,
     "tasks_classify": _tasks_classify, "tasks_relabel": _tasks_relabel, "tasks_accuracy": _tasks_accuracy,

@@ -13,7 +13,7 @@ def current_verdict(reviews: list[dict], target_id: str) -> dict:
 
 
 def describe_verdict(verdict: dict) -> str:
-    state = {"accept": "accepted", "reject": "rejected"}.get(verdict["decision"] or "", "not reviewed")
+    state = {"accept": "accepted", "reject": "rejected", "tie": "a tie"}.get(verdict["decision"] or "", "not reviewed")
     if verdict["edited_text"]:
         state += ", edited"
     if verdict["n_reviews"]:

@@ -24,6 +24,7 @@ class ExploreFilter:
     search: str = ""
     search_responses: bool = False
     review: str = "any"  # any | accepted | rejected | unreviewed
+    ids: list[str] = field(default_factory=list)  # instruction ids (e.g. one sample's review queue)
 
     def __post_init__(self) -> None:
         if self.review not in ("any", "accepted", "rejected", "unreviewed"):

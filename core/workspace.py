@@ -346,6 +346,8 @@ class Workspace:
         its instruction), its score histogram and verdict counts: everything calibration needs and
         nothing that depends on the threshold, so a page can cache it."""
         labels = self.store.judge_labels(judge_model, rubric)
+        # A tie (a verdict on a preference pair) is neither an accept nor a reject: not a label here.
+        labels = labels[labels["decision"].isin(["accept", "reject"])]
         verdicts = self.store.judge_verdict_counts(judge_model, rubric)
         return calib.JudgeEvidence(
             target_ids=labels["target_id"].tolist(),
@@ -362,6 +364,20 @@ class Workspace:
         recall, agreement, kept share, parse failures and Kendall τ, with intervals; `.sentence()`
         says it in words."""
         return self.judge_evidence(judge_model, rubric).calibrate(threshold, bootstrap, seed)
+
+    def judge_trust(self, judge_model: str, rubric: str, bootstrap: int = 1000, seed: int = 0) -> calib.Trust:
+        """Whether a judge beats chance on the human accept/reject labels (no threshold involved):
+        AUC and Kendall τ with intervals, at_chance / inverted / not yet known, and about how many
+        more labels would settle it; `.sentence()` says it in words."""
+        return self.judge_evidence(judge_model, rubric).trust(bootstrap, seed)
+
+    def judge_trusts(self, bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+        """Every (judge_model, rubric) of `judges()` with its Trust: dicts with judge_model, rubric,
+        kind, judgments and trust (a calibration.Trust), in `judges()` order."""
+        return [{"judge_model": row["judge_model"], "rubric": row["rubric"], "kind": row["kind"],
+                 "judgments": int(row["judgments"]),
+                 "trust": self.judge_trust(row["judge_model"], row["rubric"], bootstrap, seed)}
+                for row in self.judges().to_dict("records")]
 
     def calibration_sweep(self, judge_model: str, rubric: str, thresholds=None):
         """calibration.threshold_sweep over this judge's labeled targets (a DataFrame to plot)."""

@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from core.llm.registry import DTYPES, ModelSpec
+from core.workspace import TEST_MODELS
 
 st.set_page_config(page_title="Models · Winnow", page_icon="🌾", layout="wide")
 
@@ -17,9 +18,13 @@ KINDS = {
 }
 
 specs = ws.models()
-st.dataframe(ui.models_frame(specs), hide_index=True, width="stretch", key="models_table",
+table = ui.models_frame(specs)
+# What each model is for, beside its name: the random test model must never pass for a judge.
+table.insert(1, "note", ["test model (random output)" if s.name in TEST_MODELS else "" for s in specs])
+st.dataframe(table, hide_index=True, width="stretch", key="models_table",
              column_config={"built-in": st.column_config.CheckboxColumn("built-in")})
-st.caption("Built-in models need no download: tiny-random is a 2-layer test model, smollm2-135m-instruct a "
+st.caption("Built-in models need no download: tiny-random is a 2-layer test model with random weights (its "
+           "output is noise: for trying the app, never for judging), smollm2-135m-instruct a "
            "small real instruct model (converted once, on first use). API keys are never stored: a "
            "server model names the environment variable that holds its key.")
 
@@ -99,10 +104,11 @@ if user_models:
 # --------------------------------------------------------------------------------------------
 
 st.subheader("Try a prompt")
-names = [s.name for s in specs]
+names = sorted((s.name for s in specs), key=lambda n: n in TEST_MODELS)  # the test model last
 left, right = st.columns([3, 1])
 with left:
-    name = st.selectbox("Model", names, key="models_try_model")
+    name = st.selectbox("Model", names, index=names.index(ui.default_model(names)), key="models_try_model",
+                        format_func=ui.model_label)
     prompt = st.text_area("Prompt", key="models_try_prompt", height=120,
                           placeholder="Explain what a hash table is in two sentences.")
     system = st.text_input("System prompt (optional)", key="models_try_system")

@@ -6,8 +6,8 @@ they wrote. Each job runs in its own process."""
 import streamlit as st
 
 import ui
-from core import jobs, stages
-from core.workspace import ExploreFilter
+from core import jobs, judge, stages
+from core.workspace import TEST_MODELS, ExploreFilter
 
 st.set_page_config(page_title="Jobs · Winnow", page_icon="🌾", layout="wide")
 
@@ -16,10 +16,23 @@ st.title("Jobs")
 ui.reap_jobs()
 
 RESUMABLE = ("stopped", "failed", "cancelled", "pending")
+ABBREVIATIONS = {"ifd": "IFD"}  # stage names that are acronyms, as their tab shows them
 
 options = ws.filter_options()
-model_names = [s.name for s in ws.models()]
+# The random test model is listed last (and says what it is): never the one a form starts on.
+model_names = sorted((s.name for s in ws.models()), key=lambda name: name in TEST_MODELS)
 STAGES = stages.all_stages()
+TAB_LABELS = {s.name: ABBREVIATIONS.get(s.name, s.name.replace("_", " ").capitalize()) for s in STAGES}
+
+
+def _rubric_option(name: str) -> str:
+    """A rubric as the judge form lists it: its name and what it does, so the choice reads in full."""
+    rubric = judge.RUBRICS.get(name)
+    return f"{name} · {rubric.description}" if rubric is not None and rubric.description else name
+
+
+# Choice parameters whose options need a description beside the bare name.
+CHOICE_DESCRIPTIONS = {"rubric": _rubric_option}
 
 # --------------------------------------------------------------------------------------------
 # Starting jobs: one form per registered stage, built from its params (core.stages)
@@ -65,8 +78,9 @@ def _field(container, f, key: str) -> None:
         container.multiselect(label, options["roles"], default=options["roles"][:1], key=key, help=help)
     elif f.kind == "choice":
         choices = list(f.choices)
+        describe = CHOICE_DESCRIPTIONS.get(f.name)
         container.selectbox(label, choices, index=choices.index(f.default) if f.default in choices else 0,
-                            key=key, help=help)
+                            key=key, help=help, format_func=describe or str)
     elif f.kind in ("int", "float"):
         number = int if f.kind == "int" else float
         container.number_input(label, min_value=None if f.minimum is None else number(f.minimum),
@@ -82,8 +96,14 @@ def stage_form(stage) -> None:
     prefix = f"jobs_{stage.name}"
     with st.form(f"{prefix}_form", border=True):
         st.caption(stage.help[:1].upper() + stage.help[1:] + ".")
+        fields = stage.fields()
+        # A described choice (the judge's rubric) gets the full width, so every option reads in full.
+        for f in fields:
+            if f.name in CHOICE_DESCRIPTIONS and f.kind == "choice":
+                _field(st, f, f"{prefix}_{f.name}")
         columns = st.columns(3)
-        for i, f in enumerate(stage.fields()):
+        rest = [f for f in fields if not (f.name in CHOICE_DESCRIPTIONS and f.kind == "choice")]
+        for i, f in enumerate(rest):
             _field(columns[i % 3], f, f"{prefix}_{f.name}")
         c1, c2 = st.columns(2)
         c1.multiselect("Datasets", options["datasets"], key=f"{prefix}_datasets", placeholder="all datasets")
@@ -101,7 +121,13 @@ if not options["datasets"]:
     st.info("The workspace is empty: import prompts or pairs first.")
     st.page_link("pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
 
-for tab, stage in zip(st.tabs([s.name.replace("_", " ").capitalize() for s in STAGES]), STAGES, strict=True):
+# A link names the tab it opens with ?stage=<stage> (ui.jobs_link): that tab is the default. The
+# default is part of the tabs' identity, so a link to another stage opens afresh on its tab, while
+# a tab the user opens afterwards stays open. (The URL is not rewritten on a tab change: Streamlit
+# 1.67 applies a query-string change made during a tab's rerun one rerun late.)
+stage_tabs = st.tabs(list(TAB_LABELS.values()), default=TAB_LABELS.get(st.query_params.get("stage", "")),
+                     key="jobs_stage_tab", on_change="rerun")
+for tab, stage in zip(stage_tabs, STAGES, strict=True):
     with tab:
         stage_form(stage)
 
@@ -161,7 +187,7 @@ def job_detail(info: dict) -> None:
     b3.button("Ingest now", key=f"jobs_ingest_{job_id}", disabled=n_shards <= int(ingested["shards"]),
               on_click=_ingest, args=(job_id,))
     st.text("Log (latest lines)")
-    ui.show_text(ws.job_log(job_id) or "(no log yet)", height=300)
+    ui.show_text(ws.job_log(job_id) or "(no log yet)", height=300, markdown=False)
     st.caption(f"Folder: {info['dir']}")
 
 

@@ -1,6 +1,8 @@
-"""Judgments: how far to trust each judge (DESIGN.md §6). Score histograms per judge, rubric and
-role; parse failures; order-flip rate; precision/recall/agreement/Kendall τ against human labels at
-a threshold, with intervals; the samples in any score bin; the samples worth labeling next."""
+"""Judgments: how far to trust each judge (DESIGN.md §6). First a flag: does the judge beat chance
+on the user's own labels (AUC / Kendall τ intervals, issue 12)? Then score histograms per judge,
+rubric and role; parse failures; order-flip rate; precision/recall/agreement/AUC/Kendall τ against
+human labels at a threshold, with intervals; the samples in any score bin; the samples worth
+labeling next, and a link that opens them in the review queue."""
 
 import math
 
@@ -10,7 +12,9 @@ import streamlit as st
 import ui
 from core import charts
 from core.calibration import parse_failure_rate
+from core.judge import RUBRICS
 from core.judge import scale_of as judge_scale_of
+from core.review_queue import QueueSource
 
 st.set_page_config(page_title="Judgments · Winnow", page_icon="🌾", layout="wide")
 
@@ -19,31 +23,56 @@ st.title("Judgments")
 
 PAGE_SIZE = 50
 DECISIONS = {"accept": "Accept", "reject": "Reject"}
+QUEUE_SIZE = 20  # the judge queue's default size (core.review_queue.DEFAULT_SIZE)
+# How the trust flag shows: a judge no better (or worse) than chance is a warning, not a footnote.
+TRUST_FLAG = {"at_chance": st.warning, "inverted": st.warning, "unknown": st.info, "better": st.success}
+TRUST_ICON = {"at_chance": ":material/warning:", "inverted": ":material/warning:", "unknown": ":material/help:",
+              "better": ":material/check_circle:"}
 
 judges = ws.judges()
 if judges.empty:
     st.info("No judgments yet. Start a judge job on the Jobs page; its verdicts appear here as they are ingested.")
-    st.page_link("pages/5_Jobs.py", label="Start a judge job", icon=":material/rocket_launch:")
+    ui.jobs_link("judge", "Start a judge job")
     st.stop()
 
 
 # --------------------------------------------------------------------------------------------
-# Which judge (sidebar)
+# Which judge: in the main area, where model and rubric names show in full (the sidebar cut them)
 # --------------------------------------------------------------------------------------------
 
+
+def rubric_description(name: str) -> str:
+    """What a stored rubric name means ("zephyr_aspects.honesty": one aspect of zephyr_aspects)."""
+    base, _, aspect = name.partition(".")
+    definition = RUBRICS.get(name) or RUBRICS.get(base)
+    if definition is None:
+        return ""
+    return f"{definition.description} (aspect: {aspect.replace('_', ' ')})" if aspect else definition.description
+
+
 options = ws.filter_options()
+judge_models = list(dict.fromkeys(judges["judge_model"]))
+pick_model, pick_rubric = st.columns([1, 2])
+judge_model = pick_model.selectbox("Judge model", judge_models, key="judgments_model", format_func=ui.model_label)
+mine = judges[judges["judge_model"] == judge_model]
+rubrics = mine["rubric"].tolist()
+if st.session_state.get("judgments_rubric") not in rubrics:  # another judge's rubric: start on this one's first
+    st.session_state["judgments_rubric"] = rubrics[0]
+rubric = pick_rubric.radio("Rubric", rubrics, key="judgments_rubric", horizontal=True)
+st.caption(ui.md_escape(f"{judge_model} · {rubric}" + (f": {rubric_description(rubric)}"
+                                                       if rubric_description(rubric) else "")))
 with st.sidebar:
     st.header("Judge")
-    judge_models = list(dict.fromkeys(judges["judge_model"]))
-    judge_model = st.selectbox("Judge model", judge_models, key="judgments_model")
-    mine = judges[judges["judge_model"] == judge_model]
-    rubric = st.selectbox("Rubric", mine["rubric"].tolist(), key="judgments_rubric")
     roles = st.multiselect("Response roles", options["roles"], key="judgments_roles", placeholder="all roles",
                            help="Filters the histogram and the bin samples; calibration covers every target.")
     split = st.checkbox("Split the histogram by role", value=True, key="judgments_split")
 
 row = mine[mine["rubric"] == rubric].iloc[0]
 evidence = ws.judge_evidence(judge_model, rubric)
+
+# Does this judge beat chance on the user's own labels? Said first, before any of its numbers
+# (filled in once the calibration below has computed the AUC and τ it stands on).
+trust_flag = st.empty()
 population = evidence.population
 scale = judge_scale_of(rubric, pd.to_numeric(population["score"], errors="coerce").dropna().tolist()
                        if not population.empty else [])
@@ -87,7 +116,19 @@ threshold_key = f"judgments_threshold_{judge_model}_{rubric}"
 threshold = st.slider("Threshold: keep score " + ("≥" if scale.higher_is_better else "≤"), lo, hi,
                       default_threshold, step, key=threshold_key)
 calibration = evidence.calibrate(threshold)
+trust = calibration.trust()  # threshold-free: the same AUC and τ at any threshold
+with trust_flag:
+    TRUST_FLAG[trust.status](ui.md_escape(trust.sentence()), icon=TRUST_ICON[trust.status])
 st.info(ui.md_escape(calibration.sentence()))
+# The labels that narrow the interval most are the unlabeled targets nearest the threshold: one
+# link opens them in the review queue (one record at a time, save and next).
+queue = ws.review_queue(judge_model, rubric, threshold, k=QUEUE_SIZE)
+if queue.empty:
+    st.caption("Every judged target with a parsed score has a label: nothing left to narrow the interval with.")
+else:
+    n_queue = len(queue)
+    ui.review_link(QueueSource("judge", judge_model=judge_model, rubric=rubric, threshold=threshold),
+                   f"Label the {n_queue} sample{'s' if n_queue != 1 else ''} that narrow this interval most")
 flash = st.session_state.pop("judgments_flash", None)  # a label saved below, counted above
 if flash:
     (st.success if flash["ok"] else st.error)(ui.md_escape(flash["message"]))
@@ -120,6 +161,7 @@ for col, (label, p) in zip(m[1:], (("Precision", calibration.precision), ("Recal
     col.metric(label, f"{p.value:.2f}" if p.n else "—")
     col.caption(f"± {p.half_width:.2f} ({p.k}/{p.n})" if p.n else "no data")
 tau = calibration.kendall
+auc = calibration.auc
 metrics = pd.DataFrame([
     {"metric": label, "value": None if p.value is None else round(p.value, 3), "95% interval":
      f"[{p.low:.2f}, {p.high:.2f}]" if p.n else "—", "k / n": f"{p.k} / {p.n}"}
@@ -131,7 +173,11 @@ metrics = pd.DataFrame([
 ] + [{"metric": "Kendall τ-b (score vs human label)",
       "value": None if math.isnan(tau.value) else round(tau.value, 3),
       "95% interval": "—" if math.isnan(tau.low) else f"[{tau.low:.2f}, {tau.high:.2f}] (bootstrap)",
-      "k / n": f"n = {tau.n}"}])
+      "k / n": f"n = {tau.n}"}]
+   + [{"metric": "ROC AUC (an accepted target outscores a rejected one; 0.5 is chance)",
+       "value": None if math.isnan(auc.value) else round(auc.value, 3),
+       "95% interval": "—" if math.isnan(auc.low) else f"[{auc.low:.2f}, {auc.high:.2f}] (stratified bootstrap)",
+       "k / n": f"{auc.n_accept} accept / {auc.n_reject} reject"}])
 st.dataframe(metrics, hide_index=True, width="stretch", key="judgments_metrics")
 if calibration.n_labels == 0:
     st.caption("Label some of the samples below (accept/reject) to measure precision and recall.")
@@ -172,9 +218,9 @@ def sample_view(row: dict, key: str) -> None:
         st.text(f"Score: {'unparsed' if score is None or score != score else f'{score:g}'}"
                 + (f" · {int(row['n_verdicts'])} verdicts" if row.get("n_verdicts") else ""))
         if "raw" in row:
-            ui.show_text(row.get("raw"), "Raw verdict (latest)", height=240)
+            ui.show_text(row.get("raw"), "Raw verdict (latest)", height=240, markdown=False)
         if row.get("parse_error"):
-            ui.show_text(row["parse_error"], "Parse error")
+            ui.show_text(row["parse_error"], "Parse error", markdown=False)
         if row.get("target_kind", "response") == "response":
             decision_key = f"judgments_decision_{key}_{row['target_id']}"
             c1, c2 = st.columns(2)
@@ -248,8 +294,8 @@ if bin_label is not None:
 # --------------------------------------------------------------------------------------------
 
 st.subheader("Label next")
-st.caption(f"Unlabeled targets nearest score {threshold:g}: a label on these narrows the precision interval most.")
-queue = ws.review_queue(judge_model, rubric, threshold, k=20)
+st.caption(f"Unlabeled targets nearest score {threshold:g}: a label on these narrows the precision interval most. "
+           "Label them here one by one, or all in a row in the review queue (the link under the threshold).")
 if queue.empty:
     st.text("No unlabeled target with a parsed score.")
 else:

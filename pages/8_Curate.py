@@ -13,6 +13,7 @@ from core import curate_views as views
 from core import views as difficulty_views  # the Difficulty & tasks page's hints, word for word
 from core.curate import KINDS, REVIEWS, SNAPSHOT_FORMATS, SnapshotExists, SpecError
 from core.export import FILE_TYPES, ExportError
+from core.review_queue import QueueSource
 from core.workspace import TEST_MODELS
 
 st.set_page_config(page_title="Curate · Winnow", page_icon="🌾", layout="wide")
@@ -49,6 +50,25 @@ def builder_options(root: str, stamp: str) -> tuple[pd.DataFrame, dict, list[str
 
 
 judges, difficulty, task_names = builder_options(str(ws.root), stamp)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def judge_trust(root: str, judge: str, rubric: str, stamp: str):
+    # Keyed by the catalog's fingerprint: a new label or verdict recomputes it.
+    return ws.judge_trust(judge, rubric)
+
+
+def trust_line(judge: str, rubric: str, only_flagged: bool = False) -> None:
+    """A judge's trust beside the rule that reads its scores: a warning when it is at chance on the
+    user's labels, else a caption (issue 12: flagged wherever its scores show)."""
+    try:
+        trust = judge_trust(str(ws.root), judge, rubric, stamp)
+    except ValueError:  # a typed spec's unknown rubric: the spec's own error says so
+        return
+    style, text = views.trust_flag(judge, rubric, trust)
+    if style == "warning" or not only_flagged:
+        getattr(st, style)(ui.md_escape(text))
+
 # Never preselect a test model: real judges first.
 judges = judges.assign(_test=judges["judge_model"].isin(TEST_MODELS)).sort_values("_test", kind="stable")
 judge_keys = judges["key"].tolist()
@@ -158,6 +178,7 @@ def judge_rules() -> None:
         if get(key) not in choices:
             st.session_state[key] = choices[0]
         chosen = st.selectbox(f"Judge {i + 1}", choices, key=key, format_func=views.judge_label)
+        trust_line(*views.parse_judge_key(chosen))
         lo, hi = scales.get(chosen) or views.rubric_scale(ws, *views.parse_judge_key(chosen))
         step = views.slider_step(lo, hi)
         st.session_state.setdefault(f"curate_judge_has_min_{i}", True)
@@ -338,6 +359,8 @@ if counts is not None:
                 "(or, for preference, a preference pair). Choose other datasets or roles.")
     if counts.not_counted:
         st.caption("Near-duplicate removal is applied when the snapshot is made: these counts do not include it.")
+    for judge, rubric in views.spec_judges(spec):  # also a spec written as YAML, which has no sidebar rule
+        trust_line(judge, rubric, only_flagged=True)
     if counts.missing_tasks:
         st.warning(ui.md_escape("Tasks with a target share but no samples (reported, never invented): "
                                 + ", ".join(counts.missing_tasks)))
@@ -409,6 +432,7 @@ if counts is not None:
         left.dataframe(views.snapshot_stats_table(snap.stats), hide_index=True, width="stretch", key="curate_saved_tasks")
         right.dataframe(views.snapshot_rules_table(snap.stats), hide_index=True, width="stretch",
                         key="curate_saved_rules")
+        ui.review_link(QueueSource("snapshot", snapshot=saved), "Review this snapshot in the queue")
 
 # --------------------------------------------------------------------------------------------
 # Snapshots: list, diff, export, why in / why out
@@ -495,7 +519,10 @@ with spec_tab:
     snap = curate.snapshot(ws, inspect, page_size=20)
     st.text(f"{snap.n_members:,} members · {snap.n_instructions:,} instructions · created {snap.created_at}")
     st.code(snap.content_hash, language=None)
+    ui.review_link(QueueSource("snapshot", snapshot=inspect), "Review this snapshot in the queue")
     st.code(views.spec_yaml(snap.spec), language="yaml")
+    for judge, rubric in views.spec_judges(snap.spec):  # how far the judges it was cut with are trusted now
+        trust_line(judge, rubric)
     st.dataframe(views.snapshot_stats_table(snap.stats), hide_index=True, width="stretch", key="curate_inspect_tasks")
     st.text("First members")
     st.dataframe(snap.members, hide_index=True, width="stretch", key="curate_inspect_members")

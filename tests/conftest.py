@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
+from core import jobs, render
 from core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +100,10 @@ def metric(at: AppTest, label: str) -> str:
 
 
 def texts(at: AppTest) -> str:
-    return "\n".join([t.value for t in at.text] + [c.value for c in at.code])
+    """Everything a page shows as text: st.text, st.code and, as a browser shows it, the markdown
+    that ui.show_text renders (tags dropped, entities decoded)."""
+    rendered = [render.visible_text(h.value) for h in at.html if h.value.startswith('<div class="winnow-md">')]
+    return "\n".join([t.value for t in at.text] + [c.value for c in at.code] + rendered)
 
 
 def dataframe_with(at: AppTest, column: str) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""A real browser against a real `streamlit run`: home, Explore, a filter, a sample, a review.
+"""A real browser against a real `streamlit run`: home, Explore, a filter, a sample, a review, the
+payload sample, the documents, the review queue with the keyboard alone, and the δ slider.
 
 The test builds a demo workspace in a temporary folder, computes the numbers it expects with
 read-only queries, closes the catalog, then starts `streamlit run app.py` on a free loopback port
@@ -9,8 +10,8 @@ review it saved through the browser is in the store.
 Along the way it checks that no page shows an uncaught exception and that the browser sends no
 request to any host but the local server (DESIGN.md §7: no external images, text shown as text).
 
-Screenshots go to tests/artifacts/ (git-ignored); the filtered Explore page with a sample open is
-also written to docs/screenshot-explore.png for the README.
+Screenshots go to tests/artifacts/ (git-ignored); the README's (Home, Explore with a sample open,
+the documents, the review queue, difficulty) are written to docs/ at 1400×900.
 
 Needs /usr/bin/chromium (`apt-get install -y chromium`); the `playwright` package downloads no
 browser of its own and this test never asks it to.
@@ -19,6 +20,7 @@ browser of its own and this test never asks it to.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -35,6 +37,7 @@ from conftest import REPO
 
 from core.demo import build_demo
 from core.store import EXPLORE_ORDERS
+from core.store.documents import DocumentFilter
 from core.workspace import ExploreFilter, Workspace
 
 pytestmark = pytest.mark.browser
@@ -44,6 +47,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 ARTIFACTS = REPO / "tests" / "artifacts"
 README_SHOT = REPO / "docs" / "screenshot-explore.png"
+HOME_SHOT = REPO / "docs" / "screenshot-home.png"
+DOCUMENTS_SHOT = REPO / "docs" / "screenshot-documents.png"
+REVIEW_SHOT = REPO / "docs" / "screenshot-review.png"
+VIEWPORT = {"width": 1400, "height": 900}
+REVIEWER_KEY = "reviewer_name"  # ui.REVIEWER_KEY (ui imports streamlit's runtime; the test does not)
 WAIT_MS = 30_000  # per explicit wait
 SERVER_START_S = 60
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -70,14 +78,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PAYLOAD = ("# Payload heading\n\n- first point\n- second point\n\n"
+           "```python\ndef payload_add(a, b):\n    return a + b\n```\n\n"
+           "<script>window.__pwned = 'script'</script>\n"
+           "<img src=\"http://evil.example/i.png\" onerror=\"window.__pwned = 'img'\">\n"
+           "![tracker pixel](http://evil.example/t.png)\n\n"
+           "[click me](javascript:window.__pwned='link') and <http://evil.example/auto>\n")
+PAYLOAD_INSTRUCTION = "Show the browser payload sample, rendered safely."
+QUEUE_JUDGE, QUEUE_RUBRIC, QUEUE_THRESHOLD, QUEUE_SIZE = "browser-judge", "pointwise_5", 3.0, 20
+REVIEWER = "ana"
+PRELABELED = 6  # labels stored before the queue opens, so the precision interval starts known
+
+
+def judge_the_seed(ws: Workspace) -> list[str]:
+    """Verdicts of a made-up judge on every seed answer (scores 1-5 from the answer's id, so the
+    queue near threshold 3 is deterministic), and a few human labels; returns the labeled ids."""
+    from core import judge as judge_mod
+
+    rids = [r[0] for r in ws.store._rows("SELECT id FROM responses WHERE role = 'seed' ORDER BY id")]
+    raws = [f"Score: {int(rid[:6], 16) % 5 + 1}" for rid in rids]
+    assert ws.record_judgments(judge_mod.judgment_rows(QUEUE_RUBRIC, QUEUE_JUDGE, rids, raws)) == len(rids)
+    kept = [rid for rid, raw in zip(rids, raws, strict=True) if int(raw[-1]) >= QUEUE_THRESHOLD]
+    labeled = kept[-PRELABELED:]
+    for k, rid in enumerate(labeled):
+        ws.review(rid, "accept" if k % 2 else "reject", reviewer="setup")
+    return labeled
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict:
-    """A demo workspace on disk, plus what the test expects to see, all read before the server
-    starts. The catalog is closed on return: the server process must own it."""
-    root = tmp_path_factory.mktemp("browser") / "ws"
+    """A demo workspace on disk (plus a payload sample and a judge's verdicts), and what the test
+    expects to see, all read before the server starts. The catalog is closed on return: the
+    server process must own it."""
+    folder = tmp_path_factory.mktemp("browser")
+    root = folder / "ws"
     ws = Workspace(root)
     try:
         build_demo(ws)
+        payload = folder / "payload.jsonl"
+        payload.write_text(json.dumps({"instruction": PAYLOAD_INSTRUCTION, "output": PAYLOAD}) + "\n")
+        ws.import_paths([payload], "payload")
+        judge_the_seed(ws)
         order = next(iter(EXPLORE_ORDERS))  # the page's default order
         total = ws.explore_count(ExploreFilter())
         selection = ExploreFilter(tasks=[TASK])
@@ -88,12 +129,17 @@ def demo(tmp_path_factory) -> dict:
         assert not with_response.empty, f"no {TASK!r} instruction with a response in the demo data"
         sample = ws.sample(with_response["id"].iloc[0])
         names = set(ws.store.datasets()["name"])
+        n_documents = int(ws.stats()["documents"])
+        first_document = ws.store.documents_page(DocumentFilter(), limit=1, offset=0).iloc[0].to_dict()
+        payload_id = ws.explore_page(ExploreFilter(search=PAYLOAD_INSTRUCTION), 0, 1, order)["id"].iloc[0]
     finally:
         ws.close()
     assert set(DATASETS) <= names, names
     assert 0 < count < total, (count, total)
+    assert n_documents > 0
     return {"root": root, "total": total, "count": count, "instruction": sample["instruction"],
-            "response": sample["responses"][0]}
+            "response": sample["responses"][0], "n_documents": n_documents, "document": first_document,
+            "payload_id": payload_id}
 
 
 @contextlib.contextmanager
@@ -195,14 +241,12 @@ def metric_value(page, label: str):
 
 
 # --------------------------------------------------------------------------------------------
-# The test
+# The tests
 # --------------------------------------------------------------------------------------------
 
 
-def test_browse_filter_open_and_review(demo, server):
-    ins, response = demo["instruction"], demo["response"]
-    rid = response["id"]
-    first_line = next(line for line in ins["text"].splitlines() if line.strip()).strip()
+def watch_requests(page) -> list[str]:
+    """Every request the page sends to a host other than the local server."""
     outbound: list[str] = []
 
     def on_request(request) -> None:
@@ -212,32 +256,78 @@ def test_browse_filter_open_and_review(demo, server):
         if parts.hostname not in LOCAL_HOSTS:
             outbound.append(request.url)
 
+    page.on("request", on_request)
+    return outbound
+
+
+def assert_nothing_left_the_machine(outbound: list[str]) -> None:
+    # Last in a test, so that a leak does not hide the checks before it (DESIGN.md §9).
+    hint = ("; a `:material/...:` page_icon in st.set_page_config makes Streamlit's frontend load the "
+            "favicon from fonts.gstatic.com: use an emoji or a local image file instead"
+            if any("fonts.gstatic.com" in url for url in outbound) else "")
+    assert not outbound, f"the browser sent {len(outbound)} request(s) to other hosts: {outbound}{hint}"
+
+
+def new_page(browser):
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(WAIT_MS)
+    return context.new_page()
+
+
+def readme_shot(page, path: Path) -> None:
+    """A screenshot for the README at the viewport's size (1400×900), scrolled to the top."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    wait_idle(page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+
+
+def pick_option(page, label: str, prefix: str) -> None:
+    """Choose the option that starts with `prefix` in the selectbox labelled `label`."""
+    picker = page.locator('[data-testid="stSelectbox"]', has_text=label).locator("input")
+    chosen = re.compile("^" + re.escape(prefix) + " · ")  # the option's label, not typed text
+
+    def choose() -> None:
+        if not chosen.match(picker.input_value()):
+            picker.click()
+            picker.fill(prefix)
+            page.get_by_role("option").filter(has_text=prefix).first.click()
+
+    until(page, choose, lambda ms: expect(picker).to_have_value(chosen, timeout=ms))
+
+
+def test_home_explore_review_payload_and_documents(demo, server):
+    ins, response = demo["instruction"], demo["response"]
+    rid = response["id"]
     expect.set_options(timeout=WAIT_MS)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 2200})
-            context.set_default_timeout(WAIT_MS)
-            page = context.new_page()
-            page.on("request", on_request)
+            page = new_page(browser)
+            outbound = watch_requests(page)
 
-            # Home: the three demo datasets.
+            # Home: the sidebar's first entry is Home, and the card names the next step.
             page.goto(server["url"], wait_until="domcontentloaded")
             expect(page.get_by_role("heading", name="Winnow", exact=True)).to_be_visible()
-            expect(metric_value(page, "Datasets")).to_have_text(str(len(DATASETS)))
+            expect(page.locator('[data-testid="stSidebarNav"] a').first).to_contain_text("Home")
+            card = page.locator(".st-key-home_start_here")
+            expect(card).to_contain_text("Start here")
+            expect(metric_value(page, "Datasets")).to_have_text(str(len(DATASETS) + 1))  # + the payload
             wait_idle(page)
-            for name in DATASETS:
-                expect(page.get_by_text(name, exact=True).first).to_be_attached()
             assert_no_exception(page, "home")
             shot(page, "01-home")
+            readme_shot(page, HOME_SHOT)
 
-            # Explore, unfiltered.
-            page.get_by_role("link", name="Explore and review samples").click()
+            # Explore, unfiltered, through the sidebar.
+            page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore").click()
             expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible()
             count = metric_value(page, "Matching instructions")
             expect(count).to_have_text(f"{demo['total']:,}")
             wait_idle(page)
             assert_no_exception(page, "Explore")
+            page.locator(f".st-key-{REVIEWER_KEY} input").fill(REVIEWER)
+            page.locator(f".st-key-{REVIEWER_KEY} input").press("Enter")
+            wait_idle(page)
 
             # Filter by task: the count drops to the number the store gave before the server started.
             tasks = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]', has_text="Tasks")
@@ -255,46 +345,62 @@ def test_browse_filter_open_and_review(demo, server):
             until(page, pick_task, lambda ms: expect(chip).to_have_count(1, timeout=ms))
             expect(count).to_have_text(f"{demo['count']:,}")
             wait_idle(page)
-            expect(page.get_by_text(f"of {demo['count']:,}", exact=False).first).to_be_visible()
             assert_no_exception(page, "Explore, filtered")
             shot(page, "02-explore-filtered")
 
-            # Open the sample through the page's sample selector; its instruction text shows.
-            picker = page.locator('[data-testid="stSelectbox"]', has_text="Open sample").locator("input")
-            chosen = re.compile("^" + re.escape(ins["id"][:8]) + " · ")  # the option's label, not typed text
-            instruction_block = page.locator('[data-testid="stCode"]', has_text=first_line).first
-
-            def open_sample() -> None:
-                if not chosen.match(picker.input_value()):
-                    picker.click()
-                    picker.fill(ins["id"][:8])
-                    page.get_by_role("option").filter(has_text=ins["id"][:8]).first.click()
-
-            until(page, open_sample, lambda ms: expect(picker).to_have_value(chosen, timeout=ms))
-            expect(instruction_block).to_be_visible()
+            # Open the sample: it shows beside the table, and its review form below.
+            pick_option(page, "Open sample", ins["id"][:8])
             expect(page.get_by_role("heading", name="Sample", exact=True)).to_be_visible()
-            expect(page.locator(f".st-key-explore_save_{rid}")).to_be_visible()
+            expect(page.locator(f".st-key-explore_save_{rid}")).to_be_attached()
             wait_idle(page)
             assert_no_exception(page, "Explore, sample open")
             shot(page, "03-explore-sample")
+            readme_shot(page, README_SHOT)
 
-            # The README shot: the filtered table and the open sample, in a smaller window.
-            page.set_viewport_size({"width": 1400, "height": 1600})
-            page.evaluate("() => document.activeElement && document.activeElement.blur()")
-            wait_idle(page)
-            README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(README_SHOT))
-            page.set_viewport_size({"width": 1400, "height": 2200})
-
-            # Reject the sample's first response with a note, and save.
+            # Reject the sample's first response with a note; the form then shows the saved decision.
             page.locator(f".st-key-explore_decision_{rid}").get_by_text("Reject", exact=True).click()
             page.locator(f".st-key-explore_note_{rid} input").fill(NOTE)
             page.locator(f".st-key-explore_save_{rid} button").click()
             expect(page.get_by_text("Review saved.", exact=False)).to_be_visible()
-            expect(page.get_by_text("Verdict: rejected (1 review)", exact=True)).to_be_visible()
+            expect(page.locator(f".st-key-explore_decision_{rid}").get_by_role("radio", name="Reject")).to_be_checked()
             wait_idle(page)
             assert_no_exception(page, "Explore, after review")
             shot(page, "04-explore-reviewed")
+
+            # The payload sample: markdown and code render, the HTML shows as text, nothing runs.
+            until(page, lambda: chip.click() if chip.count() else None,
+                  lambda ms: expect(chip).to_have_count(0, timeout=ms))
+            search = page.locator('.st-key-explore_search input')
+            search.fill("browser payload")
+            search.press("Enter")
+            expect(count).to_have_text("1")
+            wait_idle(page)
+            pick_option(page, "Open sample", demo["payload_id"][:8])
+            rendered = page.locator(".winnow-md", has_text="Payload heading").first
+            expect(rendered.locator("h3", has_text="Payload heading")).to_be_visible()
+            expect(rendered.locator("li")).to_have_count(2)
+            expect(rendered.locator("pre", has_text="def payload_add")).to_be_visible()
+            assert rendered.locator("pre span").count() > 3, "the code block is not highlighted"
+            expect(rendered).to_contain_text("<script>window.__pwned = 'script'</script>")
+            expect(rendered).to_contain_text("tracker pixel")
+            wait_idle(page)
+            assert page.locator(".winnow-md img, .winnow-md a, .winnow-md script, .winnow-md iframe").count() == 0
+            assert page.evaluate("() => window.__pwned === undefined"), page.evaluate("() => window.__pwned")
+            assert_no_exception(page, "Explore, payload")
+            shot(page, "05-payload")
+
+            # Documents: the corpus passages, one opened with its source and position.
+            page.locator(".st-key-explore_view").get_by_text("Documents", exact=True).click()
+            expect(metric_value(page, "Matching documents")).to_have_text(f"{demo['n_documents']:,}")
+            wait_idle(page)
+            pick_option(page, "Open document", demo["document"]["id"][:8])
+            expect(page.get_by_text("Source file:", exact=False).first).to_be_visible()
+            expect(page.get_by_text("Position: line", exact=False).first).to_be_visible()
+            expect(page.get_by_text("Instructions generated from it", exact=True)).to_be_visible()
+            wait_idle(page)
+            assert_no_exception(page, "Explore, documents")
+            shot(page, "06-documents")
+            readme_shot(page, DOCUMENTS_SHOT)
         finally:
             browser.close()
 
@@ -303,15 +409,84 @@ def test_browse_filter_open_and_review(demo, server):
     with Workspace(demo["root"]) as ws:
         reviews = ws.store.reviews_for([rid])
     assert len(reviews) == 1, reviews
-    assert reviews[0]["decision"] == "reject"
-    assert reviews[0]["note"] == NOTE
-    assert reviews[0]["target_kind"] == "response"
+    assert (reviews[0]["decision"], reviews[0]["note"], reviews[0]["target_kind"]) == ("reject", NOTE, "response")
+    assert (reviews[0]["reviewer"], reviews[0]["source"]) == (REVIEWER, "explore")
+    assert_nothing_left_the_machine(outbound)
 
-    # Last, so that a leak does not hide the checks above (DESIGN.md §7: nothing leaves the machine).
-    hint = ("; a `:material/...:` page_icon in st.set_page_config makes Streamlit's frontend load the "
-            "favicon from fonts.gstatic.com: use an emoji or a local image file instead"
-            if any("fonts.gstatic.com" in url for url in outbound) else "")
-    assert not outbound, f"the browser sent {len(outbound)} request(s) to other hosts: {outbound}{hint}"
+
+# --------------------------------------------------------------------------------------------
+# The review queue, with the keyboard alone
+# --------------------------------------------------------------------------------------------
+
+HALF_WIDTHS = re.compile(r"precision ± (\d\.\d\d) → ± (\d\.\d\d) after (\d+) new labels?")
+
+
+def test_review_queue_from_the_judge_with_the_keyboard(demo, server, tmp_path_factory):
+    """A reviewer labels 20 records in a row from the judge's suggestions with the keyboard only
+    (Tab to the name, type it, Enter, Tab, then A or X per record) and sees the calibration
+    interval narrow; all 20 are stored with the reviewer's name and the queue as their source."""
+    from urllib.parse import urlencode
+
+    from core.review_queue import QueueSource
+
+    stop(server["proc"])  # the first test's server, if it is still up: one process owns the catalog
+    source = QueueSource("judge", judge_model=QUEUE_JUDGE, rubric=QUEUE_RUBRIC, threshold=QUEUE_THRESHOLD,
+                         size=QUEUE_SIZE)
+    keys = ["a" if k % 2 == 0 else "x" for k in range(QUEUE_SIZE)]
+    expect.set_options(timeout=WAIT_MS)
+    with serve(demo["root"], tmp_path_factory.mktemp("server-review")) as running, \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = new_page(browser)
+            outbound = watch_requests(page)
+            page.goto(f"{running['url']}/Review?{urlencode(source.to_query())}", wait_until="domcontentloaded")
+            progress = page.locator('[data-testid="stProgress"]').first
+            expect(progress).to_contain_text(f"0 of {QUEUE_SIZE} done")
+            wait_idle(page)
+            assert_no_exception(page, "Review")
+
+            # Keyboard only: Tab until the reviewer name has focus, type it, Enter, Tab away.
+            name_input = page.locator(f".st-key-{REVIEWER_KEY} input")
+            for _ in range(80):
+                if name_input.evaluate("el => el === document.activeElement"):
+                    break
+                page.keyboard.press("Tab")
+            else:
+                raise AssertionError("Tab never reached the reviewer name")
+            page.keyboard.type(REVIEWER)
+            page.keyboard.press("Enter")
+            expect(page.locator(".st-key-review_accept button")).to_be_enabled()
+            page.keyboard.press("Tab")
+            wait_idle(page)
+
+            calibration = page.locator('[data-testid="stAlert"]', has_text="precision ±").first
+            for k, key in enumerate(keys):
+                expect(progress).to_contain_text(f"{k} of {QUEUE_SIZE} done")
+                wait_idle(page)
+                page.keyboard.press(key)
+                expect(progress).to_contain_text(f"{k + 1} of {QUEUE_SIZE} done")
+                if k == QUEUE_SIZE // 2:
+                    wait_idle(page)
+                    shot(page, "07-review-queue")
+                    readme_shot(page, REVIEW_SHOT)
+            wait_idle(page)
+            expect(page.get_by_text(f"This queue is done: all {QUEUE_SIZE} records have a decision.")).to_be_visible()
+            match = HALF_WIDTHS.search(calibration.inner_text())
+            assert match, calibration.inner_text()
+            before, after, added = float(match.group(1)), float(match.group(2)), int(match.group(3))
+            assert added == QUEUE_SIZE and after < before, match.group(0)
+            assert_no_exception(page, "Review, done")
+            shot(page, "08-review-done")
+        finally:
+            browser.close()
+
+    with Workspace(demo["root"]) as ws:
+        stored = ws.store._dicts("SELECT decision, reviewer, source, target_kind FROM reviews "
+                                 "WHERE source = 'queue:judge' ORDER BY created_at")
+    assert [r["decision"] for r in stored] == ["accept" if key == "a" else "reject" for key in keys]
+    assert {(r["reviewer"], r["target_kind"]) for r in stored} == {(REVIEWER, "response")}
+    assert_nothing_left_the_machine(outbound)
 
 
 # --------------------------------------------------------------------------------------------

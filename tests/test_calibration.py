@@ -12,9 +12,15 @@ import pytest
 
 from core import judge
 from core.calibration import (
+    MIN_LABELS,
+    MORE_LABELS_CAP,
     Z95,
+    Auc,
+    Tau,
+    Trust,
     calibrate,
     confusion,
+    judge_trust,
     kendall_tau,
     kendall_tau_b,
     kept_condition_sql,
@@ -23,6 +29,7 @@ from core.calibration import (
     parse_failure_rate,
     proportion,
     review_candidates,
+    roc_auc,
     threshold_sweep,
     to_labels,
     wilson_interval,
@@ -397,3 +404,136 @@ def test_judgment_rows_refuse_inconsistent_input():
     # A raw of None (the backend failed) is stored as empty text with an 'empty' parse error.
     row = judge.judgment_rows("pointwise_10", "m", ["a"], [None])[0]
     assert row["raw"] == "" and row["score"] is None and row["parse_error"].startswith("empty")
+
+
+# --------------------------------------------------------------------------------------------
+# ROC AUC and trust (issue 12: is the judge better than chance on the user's own labels?)
+# --------------------------------------------------------------------------------------------
+
+def brute_auc(scores, labels) -> float:
+    """The definition, pair by pair: P(accepted score > rejected score), ties ½."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y == 1 and s is not None]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y == 0 and s is not None]
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def test_roc_auc_against_hand_counted_pairs():
+    # SCORES/LABELS by hand: accepts 9 8 7 6 4 (the None is left out), rejects 8 5 3 2: 9 wins 4,
+    # 8 wins 3 and ties 1, 7 and 6 win 3 each, 4 wins 2 -> 15.5 of 20 pairs.
+    auc = roc_auc(SCORES, to_labels(LABELS), bootstrap=0)
+    assert auc.value == pytest.approx(15.5 / 20) == pytest.approx(brute_auc(SCORES, to_labels(LABELS)))
+    assert (auc.n_accept, auc.n_reject) == (5, 4) and math.isnan(auc.low)
+    assert roc_auc([1, 2, 3, 4], [0, 0, 1, 1]).value == 1.0
+    assert roc_auc([3, 2, 2, 1], [1, 1, 0, 0]).value == 0.875          # the 2 = 2 pair counts ½
+    assert roc_auc([1, 1, 1, 1], [1, 0, 1, 0]).value == 0.5            # constant scores: a coin
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        s = rng.integers(1, 6, 30).astype(float).tolist()
+        y = rng.integers(0, 2, 30).tolist()
+        if 0 < sum(y) < 30:
+            assert roc_auc(s, y, bootstrap=0).value == pytest.approx(brute_auc(s, y))
+
+
+def test_roc_auc_direction_one_class_and_bootstrap():
+    # Inverted: the judge scores rejects higher. A lower-is-better rubric (ranks) agrees when lower.
+    assert roc_auc([1, 2, 3, 4], [1, 1, 0, 0]).value == 0.0
+    assert roc_auc([1, 2, 3, 4], [1, 1, 0, 0], higher_is_better=False).value == 1.0
+    only = roc_auc([1, 2, 3], ["accept"] * 3)
+    assert math.isnan(only.value) and (only.n_accept, only.n_reject) == (3, 0) and "n/a" in str(only)
+    assert math.isnan(roc_auc([], []).value)
+    # The interval is seeded (same data, same interval), holds the estimate and stays in [0, 1];
+    # stratified, so even one reject among nine accepts gives an interval (no draw loses a class).
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=40) + np.repeat([0.8, 0.0], 20), np.repeat([1, 0], 20)
+    a, b = roc_auc(s, y, seed=3), roc_auc(s, y, seed=3)
+    assert a == b and 0 <= a.low <= a.value <= a.high <= 1 and roc_auc(s, y, seed=4) != a
+    lone = roc_auc(list(range(10)), [1] * 9 + [0])
+    assert lone.value == 0.0 and lone.low == lone.high == 0.0
+    with pytest.raises(ValueError):
+        roc_auc([1, 2], [1])
+
+
+def test_trust_perfect_judge_with_enough_labels_beats_chance():
+    t = judge_trust(list(range(20)), [0] * 10 + [1] * 10)
+    assert t.known and not t.at_chance and not t.flagged and t.status == "better"
+    assert t.more_labels is None and t.auc.value == 1.0 and t.kendall.low > 0
+    assert t.sentence() == "Better than chance: AUC 1.00 [1.00, 1.00] on 20 labels."
+    # Ranks (lower is better) ranked the same way are as good.
+    assert judge_trust(list(range(20)), [1] * 10 + [0] * 10, higher_is_better=False).status == "better"
+
+
+def test_trust_random_scores_are_at_chance_and_say_how_many_more_labels():
+    rng = np.random.default_rng(11)
+    y = np.repeat([1, 0], 12)
+    s = rng.integers(1, 6, 24).astype(float)
+    t = judge_trust(s, y)
+    assert t.known and t.at_chance and t.flagged and t.status == "at_chance"
+    assert t.auc.low <= 0.5 <= t.auc.high or t.kendall.low <= 0 <= t.kendall.high   # the definition
+    # n_needed = n · (half-width on chance's side / |AUC − 0.5|)², for whichever interval includes chance.
+    needs = []
+    for value, low, high, chance in ((t.auc.value, t.auc.low, t.auc.high, 0.5),
+                                     (t.kendall.value, t.kendall.low, t.kendall.high, 0.0)):
+        if low <= chance <= high:
+            half = value - low if value >= chance else high - value
+            needs.append(24 * (half / abs(value - chance)) ** 2)
+    expected = math.ceil(max(needs) - 24)
+    assert t.more_labels == (MORE_LABELS_CAP if expected > MORE_LABELS_CAP else expected) > 0
+    assert t.sentence().startswith("At chance on your 24 labels: ")
+    assert ("more labels would settle it" in t.sentence()) != t.more_labels_capped
+
+
+def test_trust_constant_scores_at_chance_with_no_count_that_settles_it():
+    t = judge_trust([3.0] * 12, [1, 0] * 6)
+    assert t.at_chance and t.auc.value == 0.5 and t.more_labels == MORE_LABELS_CAP and t.more_labels_capped
+    assert t.sentence() == ("At chance on your 12 labels: AUC 0.50 [0.50, 0.50] includes 0.5 — more than "
+                            f"{MORE_LABELS_CAP:,} more labels would be needed to tell it from chance.")
+
+
+def test_trust_inverted_judge_is_flagged_too():
+    t = judge_trust(list(range(20)), [1] * 10 + [0] * 10)
+    assert t.status == "inverted" and t.flagged and not t.at_chance and t.auc.high < 0.5
+    assert t.sentence().startswith("Worse than chance on your 20 labels: AUC 0.00")
+
+
+def test_trust_tau_interval_alone_can_put_a_judge_at_chance():
+    t = Trust(30, 15, 15, Auc(0.7, 0.55, 0.85, 15, 15), Tau(0.2, -0.01, 0.4, 30))
+    assert t.at_chance and t.status == "at_chance"
+    assert "Kendall τ 0.20 [-0.01, 0.40] includes 0 (AUC 0.70 [0.55, 0.85])" in t.sentence()
+
+
+def test_trust_not_yet_known_with_few_labels_one_class_or_none():
+    none = judge_trust([], [])
+    assert none.status == "unknown" and not none.flagged and none.more_labels == MIN_LABELS
+    assert none.sentence().startswith("Not yet known whether this judge beats chance: 0 labels;")
+    few = judge_trust([1, 2, 3, 4], [0, 0, 1, 1])   # perfect, but four labels prove nothing
+    assert few.status == "unknown" and few.more_labels == MIN_LABELS - 4 and few.auc.value == 1.0
+    one_class = judge_trust(list(range(12)), ["accept"] * 12)
+    assert one_class.status == "unknown" and one_class.more_labels == 3
+    assert any("no rejects" in r for r in one_class.undecided)
+    assert "label at least 3 more, 3 rejects among them" in one_class.sentence()
+    # Unparsed verdicts are left out (their rank is unknown), and counted apart.
+    t = judge_trust([None, None] + list(range(20)), [1, 0] + [0] * 10 + [1] * 10)
+    assert t.n_labels == 20 and t.n_unscored == 2 and t.status == "better"
+    # Without a bootstrap there is no interval to decide with.
+    assert judge_trust(list(range(20)), [0] * 10 + [1] * 10, bootstrap=0).status == "unknown"
+
+
+def test_trust_and_calibration_as_dict_are_json():
+    import json
+
+    t = judge_trust([3.0] * 4, [1, 0, 1, 0])  # undefined τ: NaN becomes null
+    data = json.loads(json.dumps(t.as_dict(), allow_nan=False))
+    assert data["status"] == "unknown" and data["kendall_tau"]["value"] is None and data["sentence"] == t.sentence()
+    cal = calibrate(SCORES, LABELS, 6, bootstrap=200).as_dict()
+    assert {"threshold", "precision", "recall", "kendall_tau", "sentence"} <= set(cal)   # the old keys stay
+    assert cal["auc"]["value"] == pytest.approx(0.775) and cal["auc"]["low"] <= 0.775 <= cal["auc"]["high"]
+
+
+def test_calibration_trust_is_the_same_trust_at_any_threshold():
+    rng = np.random.default_rng(2)
+    scores = [None, *rng.integers(1, 6, 30).astype(float).tolist()]
+    labels = [1, *rng.integers(0, 2, 30).tolist()]
+    direct = judge_trust(scores, labels, bootstrap=300, seed=1)
+    for threshold in (2, 4):
+        assert calibrate(scores, labels, threshold, bootstrap=300, seed=1).trust() == direct
+    assert direct.n_unscored == 1 and direct.n_labels == 30

@@ -136,6 +136,32 @@ def test_cli_hands_work_to_the_owning_process(tmp_path):
     assert not list((ws / "requests").glob("*.json")), "requests and results are cleaned up"
 
 
+def test_judges_lists_each_judge_with_its_trust_through_the_owner(tmp_path):
+    """`winnow judges` while the app owns the catalog: the trust sentence comes back through the queue."""
+    from core import judge as judge_mod
+
+    ws = tmp_path / "ws"
+    with Workspace(ws) as w:
+        w.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
+        rids = [r["id"] for r in w.store._dicts("SELECT id FROM responses ORDER BY id")]
+        w.record_judgments(judge_mod.judgment_rows("pointwise_5", "jm", rids, ["Score: 4"] * len(rids)))
+        w.review(rids[0], "accept")
+    owner = hold_workspace(ws, "owner")
+    try:
+        result = winnow("judges", workspace=ws)
+        assert result.returncode == 0, result.stderr
+        assert "handing 'judges'" in result.stderr
+        assert result.stdout.splitlines() == [
+            f"jm · pointwise_5 (pointwise, {len(rids)} judgments)",
+            "  Not yet known whether this judge beats chance: 1 label (1 accept, 0 reject); it takes at least 10, "
+            "with 3 of each kind — label at least 9 more, 2 accepts and 3 rejects among them."]
+        data = json.loads(winnow("judges", "--json", workspace=ws).stdout)
+        assert data["judges"][0]["trust"]["status"] == "unknown" and data["judges"][0]["trust"]["more_labels"] == 9
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 def test_busy_workspace_without_owner_is_a_clear_error(tmp_path):
     ws = tmp_path / "ws"
     holder = hold_workspace(ws, "plain")

@@ -46,8 +46,9 @@ def widget_by_label(widgets, label: str):
 def test_home_empty_workspace_points_to_import_and_demo(app_env):
     at = open_page()
     assert metric(at, "Datasets") == "0"
-    assert any("empty" in i.value for i in at.info)
-    assert any(link.proto.page.endswith("1_Import.py") or "Import" in link.value for link in at.get("page_link"))
+    assert at.subheader[0].value == "Start here: Import your data"
+    assert any("workspace is empty" in m.value for m in at.markdown)
+    assert at.button(key="home_next_step").label == "Import a file"
     assert "winnow init --demo" in texts(at)
     assert str(app_env.resolve()) in texts(at)
 
@@ -66,10 +67,10 @@ def test_home_shows_datasets_counts_and_rejects(seeded, tmp_path):
     assert datasets.set_index("name").loc["other", "rejected_rows"] == 1
     roles = dataframe_with(at, "role")
     assert roles.set_index("role").loc["seed", "responses"] == 7
-    tasks = dataframe_with(at, "task")
-    assert tasks.set_index("task").loc["math", "instructions"] == 2
+    tasks = dataframe_with(at, "task")  # tasks by review state: nothing reviewed yet
+    assert tasks.set_index("task").loc["math", "unreviewed"] == 2
     assert any("rejected on import" in w.value for w in at.warning)
-    assert not at.info  # the empty-workspace guidance is gone
+    assert at.subheader[0].value != "Start here: Import your data"  # the next step has moved on
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +255,7 @@ def test_explore_select_sample_and_review(seeded):
     assert "not reviewed" in shown
 
     response_id = sample["responses"][0]["id"]
+    at.toggle(key=f"explore_editing_{response_id}").set_value(True).run()  # the edit box opens on request
     at.radio(key=f"explore_decision_{response_id}").set_value("reject")
     at.text_area(key=f"explore_edit_{response_id}").set_value("A tomato is a fruit.")
     at.text_input(key=f"explore_note_{response_id}").set_value("too vague")
@@ -306,8 +308,14 @@ def test_explore_review_instruction_without_responses(app_ws, tmp_path):
     app_ws.import_paths([prompts], "prompts")
     at = open_page("2_Explore.py")
     sample_id = _open_sample(at, app_ws, "Explain *markdown*")
-    assert "Explain *markdown* <b>safely</b>." in texts(at)  # shown literally, as text
-    assert not any("<b>safely</b>" in m.value for m in at.markdown)
+    # Rendered as safe markdown: the emphasis is markdown, the <b> tag is characters, not bold.
+    assert "Explain markdown <b>safely</b>." in texts(at)
+    shown = [h.value for h in at.html if "winnow-md" in h.value]
+    assert any("Explain <em>markdown</em> &lt;b&gt;safely&lt;/b&gt;." in h for h in shown)
+    assert not any("<b>safely</b>" in m.value for m in [*at.markdown, *at.html])
+    at.session_state["raw_text"] = True  # the sidebar's "Show raw text": exactly as stored
+    at.run()
+    assert "Explain *markdown* <b>safely</b>." in [c.value for c in at.code]
     at.radio(key=f"explore_decision_{sample_id}").set_value("accept")
     at.button(key=f"explore_save_{sample_id}").click().run()
     assert not at.exception, at.exception

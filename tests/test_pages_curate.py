@@ -261,6 +261,9 @@ def test_save_a_snapshot_then_refuse_the_same_name(judged):
     members = pq.read_table(curate.snapshot(ws, "high").parquet_path).column("response_id").to_pylist()
     assert set(members) == kept(means, 4.0)
     assert dataframe_with(at, "instructions")["name"].tolist() == ["high"]
+    # Under the saved snapshot and in the Inspect tab: a link that opens it in the review queue.
+    queue_links = [link for link in at.get("page_link") if link.proto.label == "Review this snapshot in the queue"]
+    assert len(queue_links) == 2 and all("snapshot=high" in link.proto.query_string for link in queue_links)
 
     # The same name again, even with other filters, is refused with a clear message.
     at.slider(key="curate_judge_min_0").set_value(2.0).run()
@@ -410,3 +413,33 @@ def test_curate_counts_bars_figure():
     assert len(charts.curate_counts_bars(per_task.drop(columns="planned")).data) == 2
     assert charts.curate_counts_bars(per_task.iloc[0:0]).layout.annotations
 
+
+
+# --------------------------------------------------------------------------------------------
+# Judge trust beside the rules that use its scores, and snapshots into the review queue (issue 12)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_judge_at_chance_is_flagged_beside_its_rule_and_a_snapshot_links_its_queue(judged):
+    from urllib.parse import parse_qs
+
+    from core.review_queue import QueueSource
+
+    ws, samples, means = judged
+    # Labels by parity: the judge's k % 5 + 1 scores say nothing about them.
+    for k, rid in enumerate(samples["response_id"][:40]):
+        ws.review(rid, "accept" if k % 2 == 0 else "reject")
+    trust = ws.judge_trust(JUDGE, RUBRIC)
+    assert trust.status == "at_chance" and trust.more_labels > 0
+    curate.create_snapshot(ws, judge_spec(4.0), "high")
+    at = open_page("8_Curate.py")
+    at.number_input(key="curate_n_judges").set_value(1).run()
+    ok(at)
+    flag = f"{JUDGE} · {RUBRIC}: {trust.sentence()}"
+    sidebar = [w.value.replace("\\", "") for w in at.sidebar.warning]
+    assert flag in sidebar, sidebar                        # beside the rule ...
+    assert flag in [w.value.replace("\\", "") for w in at.main.warning]  # ... and over the live counts
+    # The Inspect tab opens the snapshot's members in the review queue, and flags its judge too.
+    [link] = [link for link in at.get("page_link") if link.proto.label == "Review this snapshot in the queue"]
+    source = QueueSource.from_query({k: v[0] for k, v in parse_qs(link.proto.query_string).items()})
+    assert (source.kind, source.snapshot) == ("snapshot", "high") and link.proto.page == "Review"

@@ -80,6 +80,10 @@ def test_models_try_a_prompt_with_tiny_random(app_ws):
     result = at.session_state["models_try_result"]
     assert result["model"] == "tiny-random" and result["text"].strip()
     assert 1 <= result["n_tokens"] <= 8 and result["finish_reason"] in ("stop", "length")
+    assert any("winnow-md" in h.value for h in at.html)  # the answer, rendered as safe markdown
+    at.session_state["raw_text"] = True  # "Show raw text": the answer exactly as the model wrote it
+    at.run()
+    ok(at)
     assert result["text"] in texts(at)
     assert 1 <= int(metric(at, "Tokens")) <= 8
 
@@ -335,11 +339,11 @@ def test_judgments_page_pairwise_listwise_and_aspects(app_ws, judged):
     ok(at)
     assert metric(at, "Order-flip rate") == "50%"
     for rubric, kept in (("pairwise", "score ≥"), ("listwise", "score ≤"), ("zephyr_aspects.helpfulness", "score ≥")):
-        at.selectbox(key="judgments_rubric").set_value(rubric).run()
+        at.radio(key="judgments_rubric").set_value(rubric).run()
         ok(at)
         # Listwise scores are ranks (lower is better): its threshold keeps the scores at or below it.
         assert any(t.startswith(kept) for t in info_texts(at)), rubric
-    at.selectbox(key="judgments_rubric").set_value("pairwise").run()
+    at.radio(key="judgments_rubric").set_value("pairwise").run()
     at.selectbox(key="judgments_bin").set_value(0.5).run()
     at.selectbox(key="judgments_bin_pick").set_value("1–1.5").run()
     ok(at)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -426,7 +427,65 @@ def test_explore_orders(explore_ws):
     assert shortest == sorted(shortest) and shortest[0] == 15
 
 
-@pytest.mark.parametrize("kw", [{"order": "random"}, {"page_size": 0}, {"page_size": 501}])
+def _judge(ws, judge_model: str, target_ids: list[str], raws: list[str]) -> None:
+    """Verdicts of one pointwise_5 judge, in their own transaction (so a later call is a later verdict)."""
+    from core import judge
+
+    ws.record_judgments(judge.judgment_rows("pointwise_5", judge_model, target_ids, raws))
+    time.sleep(0.002)  # created_at orders verdicts: keep consecutive calls apart
+
+
+def test_explore_page_judge_score_and_score_orders(reviewed_ws):
+    ws = reviewed_ws
+    ids = _ids_by_text(ws)
+    responses = {ins: {r["role"]: r["id"] for r in ws.sample(ids[ins])["responses"]}
+                 for ins in ("What is 12 * 7?", "Score: 100% sure", "Rename snake_case")}
+    _judge(ws, "judge-m", [responses["What is 12 * 7?"]["seed"], responses["What is 12 * 7?"]["teacher"]],
+           ["Score: 2", "Score: 5"])                                      # the highest of its responses: 5
+    _judge(ws, "judge-m", [responses["Score: 100% sure"]["seed"]], ["Score: 1"])
+    _judge(ws, "judge-m", [responses["Score: 100% sure"]["seed"]], ["Again.\nScore: 4"])  # the latest: 4
+    _judge(ws, "judge-m", [responses["Score: 100% sure"]["seed"]], ["no idea"])  # unparsed: not a score
+    _judge(ws, "other-judge", [responses["Rename snake_case"]["seed"]], ["Score: 3"])  # another judge
+
+    page = ws.store.explore_page(ExploreFilter(), limit=500, judge=("judge-m", "pointwise_5")).set_index("instruction")
+    assert page.loc["What is 12 * 7?", "judge_score"] == 5
+    assert page.loc["Score: 100% sure", "judge_score"] == 4
+    assert page["judge_score"].isna().sum() == 6  # the other judge's verdict is not this column's
+    assert "judge_score" not in ws.store.explore_page(ExploreFilter(), limit=500).columns
+
+    judge = ("judge-m", "pointwise_5")
+    high = ws.store.explore_page(ExploreFilter(), limit=500, order="judge score, high first", judge=judge)
+    oldest = _texts(ws, ExploreFilter())
+    unscored = [t for t in oldest if t not in ("What is 12 * 7?", "Score: 100% sure")]
+    assert high["instruction"].tolist() == ["What is 12 * 7?", "Score: 100% sure", *unscored]
+    low = ws.store.explore_page(ExploreFilter(), limit=500, order="judge score, low first", judge=judge)
+    assert low["instruction"].tolist() == ["Score: 100% sure", "What is 12 * 7?", *unscored]  # unscored last
+    # The score order pages and filters like the others.
+    assert ws.store.explore_page(ExploreFilter(), limit=1, offset=1, order="judge score, high first",
+                                 judge=judge)["instruction"].tolist() == ["Score: 100% sure"]
+    assert ws.store.explore_page(ExploreFilter(tasks=["chat"]), limit=500, order="judge score, high first",
+                                 judge=judge)["instruction"].tolist() == ["Score: 100% sure", "Score: 1000 sure"]
+    with pytest.raises(ValueError, match="needs a judge"):
+        ws.store.explore_page(ExploreFilter(), order="judge score, high first")
+
+
+def test_explore_page_response_preview(reviewed_ws, tmp_path):
+    ws = reviewed_ws
+    page = ws.explore_page(ExploreFilter(), page_size=500).set_index("instruction")
+    assert page.loc["What is 12 * 7?", "response"] == "84"  # the first in role order (seed before teacher)
+    assert page.loc["List primes below 20", "response"] == ""
+    # A preference pair's chosen answer is the preview, even when another role sorts first.
+    ws.import_paths([_write(tmp_path / "pref.jsonl", [{"prompt": "Explain recursion", "chosen": "A function that "
+                    + "calls itself. " * 20, "rejected": "A loop."}])], "beta")
+    ws.import_paths([_write(tmp_path / "base.jsonl", [{"instruction": "Explain recursion", "output": "Hmm."}])],
+                    "beta", role="baseline")
+    page = ws.explore_page(ExploreFilter(search="Explain recursion"), page_size=500)
+    assert page["roles"][0] == "baseline, chosen, rejected"
+    assert page["response"][0] == ("A function that " + "calls itself. " * 20)[:160]
+
+
+@pytest.mark.parametrize("kw", [{"order": "random"}, {"page_size": 0}, {"page_size": 501},
+                                {"order": "judge score, low first"}])
 def test_explore_invalid_page_arguments(explore_ws, kw):
     with pytest.raises(ValueError):
         explore_ws.explore_page(ExploreFilter(), **kw)
