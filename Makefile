@@ -42,7 +42,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 lint: install
-	$(BIN)/ruff check core tests bench app.py pages
+	$(BIN)/ruff check core tests bench app.py app_pages ui.py
 
 clean-workspace:
 	rm -rf $(WORKSPACE)

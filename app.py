@@ -8,26 +8,26 @@ import ui
 
 st.set_page_config(page_title="Winnow", page_icon="🌾", layout="wide")
 
-# (file, sidebar title, icon) per section. The URL of each page stays the one the pages/ folder
+# (file, sidebar title, icon) per section. The URL of each page stays the one the app_pages/ folder
 # gave it before the router existed (/Explore, /Jobs, ...): st.Page infers it from the file name.
-HOME = ("pages/0_Home.py", "Home", ":material/home:")
+HOME = ("app_pages/0_Home.py", "Home", ":material/home:")
 SECTIONS: dict[str, list[tuple[str, str, str]]] = {
     "Data": [
-        ("pages/1_Import.py", "Import", ":material/upload_file:"),
-        ("pages/2_Explore.py", "Explore", ":material/search:"),
+        ("app_pages/1_Import.py", "Import", ":material/upload_file:"),
+        ("app_pages/2_Explore.py", "Explore", ":material/search:"),
     ],
     "Models & jobs": [
-        ("pages/4_Models.py", "Models", ":material/smart_toy:"),
-        ("pages/5_Jobs.py", "Jobs", ":material/rocket_launch:"),
+        ("app_pages/4_Models.py", "Models", ":material/smart_toy:"),
+        ("app_pages/5_Jobs.py", "Jobs", ":material/rocket_launch:"),
     ],
     "Review": [
-        ("pages/9_Review.py", "Review", ":material/rate_review:"),
-        ("pages/6_Judgments.py", "Judgments", ":material/balance:"),
+        ("app_pages/9_Review.py", "Review", ":material/rate_review:"),
+        ("app_pages/6_Judgments.py", "Judgments", ":material/balance:"),
     ],
     "Curate": [
-        ("pages/7_Difficulty_and_Tasks.py", "Difficulty & tasks", ":material/insights:"),
-        ("pages/8_Curate.py", "Curate", ":material/filter_alt:"),
-        ("pages/3_Export.py", "Export", ":material/download:"),
+        ("app_pages/7_Difficulty_and_Tasks.py", "Difficulty & tasks", ":material/insights:"),
+        ("app_pages/8_Curate.py", "Curate", ":material/filter_alt:"),
+        ("app_pages/3_Export.py", "Export", ":material/download:"),
     ],
 }
 

@@ -1,4 +1,4 @@
-"""Small helpers shared by the Streamlit pages (app.py and pages/*.py).
+"""Small helpers shared by the Streamlit pages (app.py and app_pages/*.py).
 
 The pages only render: every number they show comes from `core.workspace.Workspace`. What lives
 here is glue that is awkward to test through a page (saving an upload, naming files, shaping
@@ -433,8 +433,8 @@ def interval(p) -> str:
 # Links that land where they say, and the reviewer
 # --------------------------------------------------------------------------------------------
 
-REVIEW_PAGE = "pages/9_Review.py"
-JOBS_PAGE = "pages/5_Jobs.py"
+REVIEW_PAGE = "app_pages/9_Review.py"
+JOBS_PAGE = "app_pages/5_Jobs.py"
 REVIEWER_KEY = "reviewer_name"  # shared by every page that saves a review (not page-prefixed)
 
 

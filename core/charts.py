@@ -229,7 +229,7 @@ def threshold_sweep(df: pd.DataFrame, threshold: float | None = None,
 
 
 # --------------------------------------------------------------------------------------------
-# Difficulty and tasks (pages/7_Difficulty_and_Tasks.py)
+# Difficulty and tasks (app_pages/7_Difficulty_and_Tasks.py)
 # --------------------------------------------------------------------------------------------
 
 KEPT_COLOUR = "#54A24B"

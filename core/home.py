@@ -25,11 +25,11 @@ MIN_SNAPSHOTS = 1
 
 # The pages a step opens (paths as st.navigation registers them; ui.JOBS_PAGE and ui.REVIEW_PAGE
 # name the same files).
-IMPORT_PAGE = "pages/1_Import.py"
-EXPLORE_PAGE = "pages/2_Explore.py"
-JOBS_PAGE = "pages/5_Jobs.py"
-REVIEW_PAGE = "pages/9_Review.py"
-CURATE_PAGE = "pages/8_Curate.py"
+IMPORT_PAGE = "app_pages/1_Import.py"
+EXPLORE_PAGE = "app_pages/2_Explore.py"
+JOBS_PAGE = "app_pages/5_Jobs.py"
+REVIEW_PAGE = "app_pages/9_Review.py"
+CURATE_PAGE = "app_pages/8_Curate.py"
 
 
 @dataclass(frozen=True)

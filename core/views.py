@@ -1,4 +1,4 @@
-"""What the Difficulty & Tasks page shows (pages/7_Difficulty_and_Tasks.py), as pure functions.
+"""What the Difficulty & Tasks page shows (app_pages/7_Difficulty_and_Tasks.py), as pure functions.
 
 No streamlit here, and no SQL: every number comes from the public functions of core.difficulty,
 core.tasks, core.curate and the store's summary queries (aggregates over one source and round,

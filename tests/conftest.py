@@ -88,7 +88,7 @@ def open_page(page: str | None = None) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=APPTEST_TIMEOUT).run()
     assert not at.exception, at.exception
     if page:
-        at.switch_page(f"pages/{page}").run()
+        at.switch_page(f"app_pages/{page}").run()
         assert not at.exception, at.exception
     return at
 

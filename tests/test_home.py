@@ -31,7 +31,7 @@ def judge_summary(labels: int, judged: int = 168, **kw) -> home.JudgeSummary:
 
 def test_an_empty_workspace_starts_with_an_import():
     step = home.next_step(home.Overview())
-    assert (step.key, step.page, step.query_params) == ("import", "pages/1_Import.py", {})
+    assert (step.key, step.page, step.query_params) == ("import", "app_pages/1_Import.py", {})
     assert "empty" in step.why
     corpus_only = home.next_step(home.Overview(datasets=1, documents=245))
     assert corpus_only.key == "import" and "245 corpus documents" in corpus_only.why
@@ -39,12 +39,12 @@ def test_an_empty_workspace_starts_with_an_import():
 
 def test_prompts_without_answers_go_to_the_generate_form():
     step = home.next_step(home.Overview(datasets=1, instructions=20))
-    assert (step.key, step.page, step.query_params) == ("generate", "pages/5_Jobs.py", {"stage": "generate"})
+    assert (step.key, step.page, step.query_params) == ("generate", "app_pages/5_Jobs.py", {"stage": "generate"})
 
 
 def test_answers_without_a_judge_go_to_the_judge_form():
     step = home.next_step(home.Overview(**DATA))
-    assert (step.key, step.page, step.query_params) == ("judge", "pages/5_Jobs.py", {"stage": "judge"})
+    assert (step.key, step.page, step.query_params) == ("judge", "app_pages/5_Jobs.py", {"stage": "judge"})
     # Verdicts of the random test model do not count as a judge: judging is still the next step.
     noise = home.next_step(home.Overview(**DATA, judgments=168, only_test_judges=True))
     assert noise.key == "judge" and "random test model" in noise.why
@@ -52,7 +52,7 @@ def test_answers_without_a_judge_go_to_the_judge_form():
 
 def test_a_judge_with_few_labels_goes_to_the_review_queue_of_its_suggestions():
     step = home.next_step(home.Overview(**DATA, judgments=168, judge=judge_summary(labels=12)))
-    assert step.key == "review" and step.page == "pages/9_Review.py"
+    assert step.key == "review" and step.page == "app_pages/9_Review.py"
     source = QueueSource.from_query(step.query_params)
     assert (source.kind, source.judge_model, source.rubric) == ("judge", "smollm2-135m-instruct", "pointwise_5")
     assert source.threshold == 5.0  # pointwise_5's default threshold (core.judge.scale_of)
@@ -66,13 +66,13 @@ def test_enough_labels_go_to_curate_then_a_snapshot_to_export():
     small = judge_summary(labels=6, judged=6)
     assert small.labels_needed == 6 and home.next_step(home.Overview(**DATA, judge=small)).key == "curate"
     train = home.next_step(home.Overview(**DATA, judge=labelled, snapshots=1, latest_snapshot="round1"))
-    assert train.key == "train" and train.page == "pages/8_Curate.py"
+    assert train.key == "train" and train.page == "app_pages/8_Curate.py"
     assert "round1" in train.why and "not built into Winnow yet" in train.why  # honest: no trainer here
 
 
 def test_a_running_demo_says_so_first():
     step = home.next_step(home.Overview(**DATA, demo_running=True))
-    assert step.key == "demo" and step.page == "pages/2_Explore.py"
+    assert step.key == "demo" and step.page == "app_pages/2_Explore.py"
 
 
 def test_round_goals_set_each_count_against_what_a_round_needs():
@@ -225,7 +225,7 @@ def tab_container(at: AppTest, key: str):
 
 def open_jobs(stage: str | None) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=30).run()
-    at.switch_page("pages/5_Jobs.py")
+    at.switch_page("app_pages/5_Jobs.py")
     if stage:
         at.query_params["stage"] = stage
     at.run()

@@ -1,4 +1,4 @@
-"""AppTest tests for the Curate page (pages/8_Curate.py) and the curation part of Explore's sample
+"""AppTest tests for the Curate page (app_pages/8_Curate.py) and the curation part of Explore's sample
 view, against real workspaces built through the API: data/seed.jsonl imported, judgments recorded
 with Workspace.record_judgments, snapshots made with core.curate."""
 

@@ -1,4 +1,4 @@
-"""AppTest tests for the Difficulty & Tasks page (pages/7_Difficulty_and_Tasks.py) and the helpers
+"""AppTest tests for the Difficulty & Tasks page (app_pages/7_Difficulty_and_Tasks.py) and the helpers
 it renders (core.views), on real workspaces built through the real API: the demo seed imported,
 teacher and student answers imported by role, verdicts recorded, MFD computed by core.difficulty.
 

@@ -1,4 +1,4 @@
-"""The Review page (pages/9_Review.py) under AppTest, on a real workspace: save and next, skip,
+"""The Review page (app_pages/9_Review.py) under AppTest, on a real workspace: save and next, skip,
 a tie on a pair, the edit box on request, a judge queue from a link with its calibration line,
 and a bad link. AppTest cannot press keys: the buttons' shortcuts are checked on their protos
 (the keyboard itself is the browser test's)."""
@@ -31,7 +31,7 @@ def review_page(query: dict | None = None, reviewer: str | None = "ana"):
     at = open_page()
     if query is not None:
         at.query_params.update(query)
-    at.switch_page(f"pages/{PAGE}").run()
+    at.switch_page(f"app_pages/{PAGE}").run()
     assert not at.exception, at.exception
     if reviewer:
         at.sidebar.text_input(key=ui.REVIEWER_KEY).input(reviewer).run()

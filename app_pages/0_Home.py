@@ -109,23 +109,23 @@ if stats["datasets"]:
 
 # Every page, one line each: less prominent than the step above, for when you know where to go.
 LINKS = [
-    ("pages/1_Import.py", "Import data", "upload_file",
+    ("app_pages/1_Import.py", "Import data", "upload_file",
      "Files are validated and previewed before anything is written."),
-    ("pages/2_Explore.py", "Explore and review samples", "search",
+    ("app_pages/2_Explore.py", "Explore and review samples", "search",
      "Filter by dataset, task, role and length; read samples; accept, reject or edit responses."),
-    ("pages/9_Review.py", "Review queue", "rate_review",
+    ("app_pages/9_Review.py", "Review queue", "rate_review",
      "One record at a time from a filter, a snapshot or the judge's suggestions, with keyboard shortcuts."),
-    ("pages/4_Models.py", "Models", "smart_toy",
+    ("app_pages/4_Models.py", "Models", "smart_toy",
      "Built-in and your own models (local folders or OpenAI-compatible servers); try a prompt."),
-    ("pages/5_Jobs.py", "Generate or judge responses", "rocket_launch",
+    ("app_pages/5_Jobs.py", "Generate or judge responses", "rocket_launch",
      "Jobs run in their own processes: live progress, logs, cancel and resume."),
-    ("pages/6_Judgments.py", "Check the judges", "balance",
+    ("app_pages/6_Judgments.py", "Check the judges", "balance",
      "Score histograms, parse failures, and precision against your labels at a threshold."),
-    ("pages/7_Difficulty_and_Tasks.py", "Difficulty and tasks", "insights",
+    ("app_pages/7_Difficulty_and_Tasks.py", "Difficulty and tasks", "insights",
      "TAPIR's MFD with a δ slider and kept counts per task; the task mix and its TAPIR target."),
-    ("pages/8_Curate.py", "Curate a snapshot", "filter_alt",
+    ("app_pages/8_Curate.py", "Curate a snapshot", "filter_alt",
      "Filters, judge thresholds, MFD > δ, rebalancing and weights, with live counts; save and export a snapshot."),
-    ("pages/3_Export.py", "Export a training file", "download",
+    ("app_pages/3_Export.py", "Export a training file", "download",
      "Alpaca, messages, preference (DPO) or prompts; JSONL or Parquet."),
 ]
 with st.expander("All pages", expanded=bool(stats["datasets"])):

@@ -25,7 +25,7 @@ MIME = {"jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet
 options = ws.filter_options()
 if not options["datasets"]:
     st.info("The workspace is empty: import data first.")
-    st.page_link("pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
+    st.page_link("app_pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
     st.stop()
 
 left, right = st.columns(2)

@@ -124,7 +124,7 @@ else:
                    f"{sum(f['duplicates'] for f in summary.files):,} duplicates skipped, "
                    f"{summary.n_rejected:,} rejected rows recorded.")
         st.dataframe(pd.DataFrame(summary.files), hide_index=True, width="stretch", key="import_summary_table")
-        st.page_link("pages/2_Explore.py", label="Explore the imported samples", icon=":material/search:")
+        st.page_link("app_pages/2_Explore.py", label="Explore the imported samples", icon=":material/search:")
 
 st.divider()
 st.subheader("Recent imports")

@@ -35,7 +35,7 @@ REVIEW_STATES = ("any", "accepted", "rejected", "unreviewed")
 DECISIONS = {"none": "No decision", "accept": "Accept", "reject": "Reject"}
 PAGE_SIZES = (25, 50, 100)
 TABLE_HEIGHT = 560  # px: about 15 rows, the page's main area at 1400×900
-IMPORT_PAGE = "pages/1_Import.py"
+IMPORT_PAGE = "app_pages/1_Import.py"
 
 # Widget state of a view that is not shown this run would be dropped by Streamlit; saving it again
 # keeps both views' filters (and the reviewer's name) while the other view is open.
@@ -423,7 +423,7 @@ def render_curation(ins: dict, role_of: dict, judgments: list[dict]) -> None:
     names = [r["name"] for r in curate.snapshots(ws)]
     if not names:
         st.text("No snapshots yet: build a spec and save it on the Curate page.")
-        st.page_link("pages/8_Curate.py", label="Curate", icon=":material/filter_alt:")
+        st.page_link("app_pages/8_Curate.py", label="Curate", icon=":material/filter_alt:")
         return
     if st.session_state.get("explore_snapshot") not in names:
         st.session_state.pop("explore_snapshot", None)

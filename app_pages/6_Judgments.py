@@ -230,7 +230,7 @@ def sample_view(row: dict, key: str) -> None:
         if row.get("instruction_id"):
             if st.button("Open in Explore", key=f"judgments_explore_{key}_{row['target_id']}",
                          on_click=_open_in_explore, args=(row["instruction_id"],)):
-                st.switch_page("pages/2_Explore.py")
+                st.switch_page("app_pages/2_Explore.py")
 
 
 def pick_row(frame: pd.DataFrame, key: str, label: str) -> dict | None:

@@ -119,7 +119,7 @@ def stage_form(stage) -> None:
 
 if not options["datasets"]:
     st.info("The workspace is empty: import prompts or pairs first.")
-    st.page_link("pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
+    st.page_link("app_pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
 
 # A link names the tab it opens with ?stage=<stage> (ui.jobs_link): that tab is the default. The
 # default is part of the tabs' identity, so a link to another stage opens afresh on its tab, while

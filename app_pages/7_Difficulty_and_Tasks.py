@@ -85,7 +85,7 @@ sources = views.difficulty_sources(ws, "mfd", ALL_SOURCES)
 source = round_ = delta = None
 if sources.empty:
     st.info(views.MFD_HINT)
-    st.page_link("pages/5_Jobs.py", label="Start the difficulty chain on the Jobs page",
+    st.page_link("app_pages/5_Jobs.py", label="Start the difficulty chain on the Jobs page",
                  icon=":material/rocket_launch:")
 else:
     c1, c2, c3 = st.columns([3, 1, 1])
@@ -164,7 +164,7 @@ st.subheader("Task mix")
 if n_instructions == 0:
     st.info("No instructions yet: import a file (with a `task` field, or relabel below), then the task mix "
             "now, TAPIR's target and the mix after resampling show here.")
-    st.page_link("pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
+    st.page_link("app_pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
 else:
     pools = [views.POOL_KEPT, views.POOL_ALL] if source is not None else [views.POOL_ALL]
     keep_valid("difficulty_pool", pools)

@@ -38,7 +38,7 @@ get = st.session_state.get
 options = ws.filter_options()
 if not options["datasets"]:
     st.info("The workspace is empty: import data first, then build a curation spec here.")
-    st.page_link("pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
+    st.page_link("app_pages/1_Import.py", label="Import a file", icon=":material/upload_file:")
     st.stop()
 
 stamp = views.catalog_stamp(ws)  # part of every cache key below: a new verdict or label is seen at once
