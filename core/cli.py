@@ -301,6 +301,17 @@ def cmd_jobs(a) -> int:
     return _run_job(root, a.job, job_dir)
 
 
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE of `models add --option`; the value is read as JSON when it parses (0.7, true), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise CliError(f"--option must be KEY=VALUE, not {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
 def cmd_models(a) -> int:
     root = resolve_workspace_path(a.workspace)
     if a.action == "list":
@@ -314,6 +325,10 @@ def cmd_models(a) -> int:
         spec = {"name": a.name, "backend": a.backend}
         if a.backend == "openai":
             spec |= {"base_urls": a.url or [], "model": a.served_model, "api_key_env": a.api_key_env}
+        elif a.backend == "python":  # module:function, not a file: passed through as written
+            spec["path"] = a.path
+            if a.option:
+                spec["extra"] = {"options": dict(_option(o) for o in a.option)}
         else:
             spec["path"] = str(Path(a.path).resolve()) if a.path else None
         for key in ("context_length", "dtype", "chat_template"):
@@ -396,8 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", parents=[common], help="list, add or try models")
     p.add_argument("action", choices=("list", "add", "test"))
     p.add_argument("name", nargs="?", help="model name")
-    p.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf")
-    p.add_argument("--path", help="hf/vllm: a local Hugging Face model folder (safetensors)")
+    p.add_argument("--backend", choices=("hf", "vllm", "openai", "python"), default="hf")
+    p.add_argument("--path", help="hf/vllm: a local Hugging Face model folder (safetensors); "
+                                  "python: module:function, e.g. core.synthetic:addition_teacher")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="python: a keyword argument of the function, e.g. error_rate=0.7 (repeatable)")
     p.add_argument("--url", action="append", help="openai: base URL, e.g. http://127.0.0.1:8000/v1 (repeatable)")
     p.add_argument("--served-model", help="openai: the model id the server knows")
     p.add_argument("--api-key-env", help="openai: NAME of the environment variable holding the API key")

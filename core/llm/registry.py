@@ -1,8 +1,10 @@
 """Named model specs and `load_backend` (DESIGN.md §5).
 
 A spec says which backend runs a model and where the model is: a local Hugging Face folder
-(`hf`, `vllm`), or one or more OpenAI-compatible servers (`openai`). `path` may also name a
-built-in model's cache folder as `builtin:<name>`, e.g. to serve SmolLM2 with vLLM.
+(`hf`, `vllm`), one or more OpenAI-compatible servers (`openai`), or a Python function named as
+"module:function" (`python`: synthetic teachers and exact-match judges, see python_backend.py).
+`path` may also name a built-in model's cache folder as `builtin:<name>`, e.g. to serve SmolLM2
+with vLLM.
 
 Built-ins (always listed, never shadowed by a user spec): `tiny-random` and
 `smollm2-135m-instruct`. User specs live in the workspace catalog (`Workspace.add_model`).
@@ -16,10 +18,10 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from core.llm import builtin
+from core.llm import builtin, python_backend
 from core.llm.base import DTYPES, Backend
 
-BACKENDS = ("hf", "vllm", "openai")
+BACKENDS = ("hf", "vllm", "openai", "python")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,79}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILTIN_PREFIX = "builtin:"
@@ -29,6 +31,7 @@ EXTRA_KEYS = {
     "vllm": {"tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "seed", "max_num_seqs",
              "engine_args"},
     "openai": {"concurrency", "timeout", "max_retries", "backoff", "max_backoff", "structured_outputs"},
+    "python": python_backend.EXTRA_KEYS,
 }
 
 
@@ -36,7 +39,7 @@ EXTRA_KEYS = {
 class ModelSpec:
     name: str
     backend: str = "hf"
-    path: str | None = None  # local model folder (hf, vllm), or builtin:<name>
+    path: str | None = None  # local model folder (hf, vllm), builtin:<name>, or module:function (python)
     base_urls: tuple[str, ...] = ()  # openai: e.g. http://127.0.0.1:8000/v1; requests spread across them
     model: str | None = None  # openai: the model id the server knows
     api_key_env: str | None = None  # openai: name of the environment variable holding the key
@@ -76,8 +79,9 @@ class ModelSpec:
                                  f"(letters, digits, '_'), not {self.api_key_env!r}")
         else:
             if not isinstance(self.path, str) or not self.path.strip():
-                raise ValueError(f"model {self.name}: the {self.backend} backend needs `path`, a local model "
-                                 f"folder, not {self.path!r}")
+                what = "a function as module:function" if self.backend == "python" else "a local model folder"
+                raise ValueError(f"model {self.name}: the {self.backend} backend needs `path`, {what}, "
+                                 f"not {self.path!r}")
             if urls:
                 raise ValueError(f"model {self.name}: base_urls are for the openai backend, not {self.backend}")
             if self.api_key_env is not None:
@@ -106,6 +110,11 @@ class ModelSpec:
             json.dumps(self.extra)
         except (TypeError, ValueError):
             raise ValueError(f"model {self.name}: extra must be JSON-serialisable, not {self.extra!r}") from None
+        if self.backend == "python":
+            try:
+                python_backend.check_spec(self)
+            except ValueError as exc:
+                raise ValueError(f"model {self.name}: {exc}") from None
 
     @property
     def is_builtin(self) -> bool:
@@ -120,7 +129,14 @@ class ModelSpec:
         return Path(self.path).expanduser()
 
     def check_files(self) -> None:
-        """A local folder must exist and hold config.json and safetensors weights (never pickles)."""
+        """A local folder must exist and hold config.json and safetensors weights (never pickles);
+        a python model's function must resolve (its module is imported)."""
+        if self.backend == "python":
+            try:
+                python_backend.FunctionModel.from_extra(self.path, self.extra)
+            except ValueError as exc:
+                raise ValueError(f"model {self.name}: {exc}") from None
+            return
         if self.path is None or self.path.startswith(BUILTIN_PREFIX):
             return
         folder = Path(self.path).expanduser()
@@ -204,6 +220,8 @@ def load_backend(spec: ModelSpec | dict | str) -> Backend:
                            gpu_memory_utilization=extra.get("gpu_memory_utilization"),
                            enforce_eager=extra.get("enforce_eager", False), seed=extra.get("seed", 0),
                            max_num_seqs=extra.get("max_num_seqs"), engine_args=extra.get("engine_args"))
+    if spec.backend == "python":
+        return python_backend.PythonBackend.from_spec(spec)
     from core.llm.openai_backend import OpenAIBackend
 
     return OpenAIBackend(list(spec.base_urls), spec.model or "", name=spec.name, api_key_env=spec.api_key_env,
