@@ -249,6 +249,21 @@ def cmd_difficulty(a) -> int:
     return _print_json_or(r, a, lines)
 
 
+def cmd_eval(a) -> int:
+    """Model A against model B on a prompt dataset (core.evaluate): answers, a pairwise judge in
+    both orders, win / tie / loss with an interval, order flips and exact match; stored."""
+    from core.evaluate import ChainFailed
+
+    root = resolve_workspace_path(a.workspace)
+    try:
+        r = run_op(root, "evaluate", {"model_a": a.model, "model_b": a.against, "prompts": a.prompts,
+                                      "judge": a.judge, "rubric": a.rubric, "round": a.round, "limit": a.limit,
+                                      "max_tokens": a.max_tokens, "pointwise": a.pointwise, "mode": a.mode})
+    except ChainFailed as exc:  # a job stopped: its finished shards are kept, a re-run resumes it
+        raise CliError(str(exc), 1) from None
+    return _print_json_or(r, a, [r["line"]])
+
+
 def cmd_curate(a) -> int:
     root = resolve_workspace_path(a.workspace)
     if a.action == "create":
@@ -457,6 +472,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_difficulty)
+
+    p = sub.add_parser("eval", parents=[common],
+                       help="evaluate a model against another: both answer the prompts, a judge compares each pair "
+                            "in both orders")
+    p.add_argument("--model", "-m", required=True, help="model A (the one the win rate is for)")
+    p.add_argument("--against", "-b", required=True, help="model B")
+    p.add_argument("--prompts", "-d", required=True, help="the prompt dataset (held-out prompts)")
+    p.add_argument("--judge", "-j", required=True, help="the judge model")
+    p.add_argument("--rubric", default="pairwise", help="a pairwise rubric (default: pairwise)")
+    p.add_argument("--pointwise", help="also a pointwise rubric's mean score per model, e.g. pointwise_5")
+    p.add_argument("--mode", choices=stages.JUDGE_MODES, default="auto", help="the judge's scoring mode")
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--limit", type=int, help="only the dataset's first N prompts")
+    p.add_argument("--max-tokens", type=int, default=256, help="tokens per answer at most")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("curate", parents=[common], help="curation snapshots: create, list, explain, diff, export")
     p.add_argument("action", nargs="?", default="create", choices=("create", "list", "explain", "diff", "export"),

@@ -396,4 +396,46 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX reviews_by_target ON reviews (target_id)",
         ],
     ),
+    (
+        "0010_evaluations",
+        [
+            # One evaluation (core.evaluate) per (model pair, prompt dataset, judge, rubric, round):
+            # model A's answers against model B's, judged pairwise in both orders. Counts are for A
+            # (a pair's verdict is the mean of its two orders); ties are counted apart, so the win
+            # rate is wins / n with a Wilson interval. Recomputing replaces the row (same id). A few rows per
+            # round: no index.
+            """
+            CREATE TABLE evaluations (
+                id               VARCHAR PRIMARY KEY,  -- hash(model_a, model_b, prompts, judge, rubric, round)
+                model_a          VARCHAR NOT NULL,
+                model_b          VARCHAR NOT NULL,
+                prompts          VARCHAR NOT NULL,     -- the prompt dataset's name
+                round            INTEGER NOT NULL DEFAULT 0,
+                judge            VARCHAR NOT NULL,
+                rubric           VARCHAR NOT NULL,     -- a pairwise rubric
+                n_prompts        INTEGER NOT NULL,     -- prompts evaluated (after the limit)
+                n                INTEGER NOT NULL,     -- pairs with a verdict
+                wins             INTEGER NOT NULL,
+                ties             INTEGER NOT NULL,
+                losses           INTEGER NOT NULL,
+                n_both_orders    INTEGER NOT NULL,     -- pairs with a verdict in both orders
+                flips            INTEGER NOT NULL,     -- of those, the verdict changed side with the order
+                win_rate         DOUBLE,               -- wins / n; NULL when n = 0
+                win_low          DOUBLE,
+                win_high         DOUBLE,
+                flip_rate        DOUBLE,
+                pointwise_rubric VARCHAR,              -- the optional pointwise judge's rubric
+                score_a          DOUBLE,               -- its mean score of each model's answers
+                score_b          DOUBLE,
+                n_reference      INTEGER NOT NULL DEFAULT 0,  -- prompts with a reference answer
+                exact_a          INTEGER,              -- answers equal to the reference (stripped)
+                exact_b          INTEGER,
+                config           JSON NOT NULL,
+                jobs             JSON NOT NULL,        -- the job ids that produced the inputs
+                meta             JSON,                 -- unanswered prompts, scored answers, …
+                created_at       TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ],
+    ),
 ]

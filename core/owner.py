@@ -150,6 +150,15 @@ def _difficulty_chain(ws, args: dict) -> dict:
     return result.as_dict()
 
 
+def _evaluate(ws, args: dict) -> dict:
+    from core import evaluate
+
+    return evaluate.evaluate(
+        ws, args["model_a"], args["model_b"], args["prompts"], args["judge"], rubric=args.get("rubric", "pairwise"),
+        round=int(args.get("round") or 0), limit=args.get("limit"), max_tokens=int(args.get("max_tokens") or 256),
+        pointwise=args.get("pointwise"), mode=args.get("mode", "auto")).as_dict()
+
+
 def _curate_create(ws, args: dict) -> dict:
     from core import curate
 
@@ -189,7 +198,7 @@ OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "models": _models, "model": _model, "add_model": _add_model,
     "ingest_job": _ingest_job, "jobs": _jobs, "job_dir": _job_dir,
     "tasks_classify": _tasks_classify, "tasks_relabel": _tasks_relabel, "tasks_accuracy": _tasks_accuracy,
-    "difficulty_chain": _difficulty_chain, "curate_create": _curate_create, "curate_list": _curate_list,
+    "difficulty_chain": _difficulty_chain, "evaluate": _evaluate, "curate_create": _curate_create, "curate_list": _curate_list,
     "curate_explain": _curate_explain, "curate_diff": _curate_diff, "curate_export": _curate_export,
 }
 

@@ -21,6 +21,7 @@ from core.store.base import BaseStore, BulkUnreadable, WorkspaceBusy, like_patte
 from core.store.bench import BenchQueries
 from core.store.difficulty import DifficultyQueries
 from core.store.documents import DocumentQueries
+from core.store.evaluations import EvaluationQueries
 from core.store.explore import EXPLORE_FILTERS, EXPLORE_ORDERS, ExploreQueries
 from core.store.export import ExportQueries
 from core.store.imports import _INSERT_BY_TABLE, ImportQueries  # noqa: F401 (tests add tables to the map)
@@ -48,5 +49,6 @@ WorkspaceBusy.__module__ = __name__
 
 
 class Store(BaseStore, ImportQueries, ExploreQueries, JudgmentQueries, JobQueries, ModelQueries, ExportQueries,
-            BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries):
+            BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries,
+            EvaluationQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""
