@@ -42,7 +42,7 @@ from pathlib import Path
 
 DEFAULT_ERROR_RATE = 0.7  # the issue's sketch: the teacher drops the carry on 70 % of carry cases
 # Winnow's task label for the imported prompts (core/tasks.py taxonomy), and the synthetic task's own name in meta.
-TAXONOMY_LABEL = {"addition": "math", "reversal": "rewriting"}
+TAXONOMY_LABEL = {"addition": "math", "addition-short": "math", "reversal": "rewriting"}
 
 __all__ = ["DEFAULT_ERROR_RATE", "TASKS", "PromptFiles", "SyntheticTask", "addition_judge", "addition_teacher",
            "exact_match", "exact_match_judge", "find_task", "oracle", "reference_answer", "reversal_judge",
@@ -128,6 +128,19 @@ class Addition(SyntheticTask):
         return tuple(sorted(problem))
 
 
+class ShortAddition(Addition):
+    """The same sums written as "47+38=" (answer "58"): a prompt of six characters, so a
+    character-level student trained from scratch learns the task in a CPU minute (the learning
+    test) instead of spending its budget reading the long prompt."""
+
+    name = "addition-short"
+    pattern = re.compile(r"(\d{2})\+(\d{2})=")
+
+    def prompt(self, problem) -> str:
+        a, b = problem
+        return f"{a}+{b}="
+
+
 class Reversal(SyntheticTask):
     """Reverse 3–8 lowercase letters. Hard: 6 letters or more; the mistake drops the input's last
     letter (the reversed answer misses its first character)."""
@@ -159,7 +172,7 @@ class Reversal(SyntheticTask):
         return list(seen)
 
 
-TASKS: dict[str, SyntheticTask] = {t.name: t for t in (Addition(), Reversal())}
+TASKS: dict[str, SyntheticTask] = {t.name: t for t in (Addition(), ShortAddition(), Reversal())}
 
 
 def get_task(task: SyntheticTask | str) -> SyntheticTask:
