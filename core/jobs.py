@@ -20,6 +20,12 @@ shards are skipped, so no item is lost or duplicated.
 
 What a kind does with its rows is declared in the stage registry (core.stages); this module only
 knows the contract `worker(ctx, rows: pa.Table) -> pa.Table`.
+
+A job that is one long task rather than a map over rows (a training run, core.train.job) names a
+`runner` ("module:function", `runner(job_dir, config) -> exit code`) in its config instead: it has
+no input or shards but the same config, progress, log, pid, cancel and ending files. Such a job may
+run under `torchrun` (`launch(..., nproc=N)`): every process runs the runner, rank 0 alone writes
+the job's files.
 """
 
 from __future__ import annotations
@@ -148,7 +154,8 @@ def summary(job_dir: Path) -> dict:
     config = read_json(job_dir / CONFIG) or {}
     progress = read_json(job_dir / PROGRESS) or {}
     failed = read_json(job_dir / FAILED) or {}
-    total = config.get("total", 0)
+    # A runner job learns its total (e.g. optimizer steps) when it starts: its progress knows it.
+    total = progress.get("total") or config.get("total", 0)
     done = min(len(finished_shards(job_dir)) * config.get("shard_size", 1), total)
     return {
         "id": job_dir.name,
@@ -187,17 +194,25 @@ def create(job_dir: Path, kind: str, rows: pa.Table, config: dict, shard_size: i
     return job_dir
 
 
-def launch(job_dir: Path, extra_env: dict | None = None) -> subprocess.Popen:
-    """Start (or resume) the job in its own process and session, detached from the caller."""
+def launch(job_dir: Path, extra_env: dict | None = None, nproc: int = 1) -> subprocess.Popen:
+    """Start (or resume) the job in its own process and session, detached from the caller.
+    nproc > 1 (a runner job only): N processes on this machine under torchrun."""
     if status(job_dir) == "running":
         raise RuntimeError(f"job {job_dir.name} is already running")
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"nproc must be an integer ≥ 1, not {nproc!r}")
+    if nproc > 1 and not (read_json(job_dir / CONFIG) or {}).get("runner"):
+        raise ValueError(f"job {job_dir.name} maps over shards; only a runner job (training) runs under torchrun")
     for marker in (FAILED, CANCELLED, CANCEL):
         (job_dir / marker).unlink(missing_ok=True)
     repo = Path(__file__).resolve().parent.parent
     env = os.environ | {"PYTHONPATH": str(repo)} | (extra_env or {})
+    command = [sys.executable, "-m", "core.jobs", "run", str(job_dir)]
+    if nproc > 1:  # --standalone: a rendezvous on a free local port, so two jobs never collide
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+                   *command[1:]]
     with open(job_dir / LOG, "a", encoding="utf-8") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "core.jobs", "run", str(job_dir)], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     # Written by the launcher too, so status is "running" from the first moment.
     write_json(job_dir / PID, {"pid": proc.pid, "started": _now()})
     return proc
@@ -243,6 +258,8 @@ def run(job_dir: Path) -> int:
     if config is None:
         print(f"{job_dir}: no {CONFIG}", file=sys.stderr)
         return 2
+    if config.get("runner"):
+        return _runner_run(job_dir, config)
     write_json(job_dir / PID, {"pid": os.getpid(), "started": _now()})
     for marker in (FAILED, CANCELLED):
         (job_dir / marker).unlink(missing_ok=True)
@@ -286,6 +303,17 @@ def run(job_dir: Path) -> int:
         return 1
     finally:
         ctx.close()
+
+
+def _runner_run(job_dir: Path, config: dict) -> int:
+    """A runner job: under torchrun every process runs the runner; rank 0 owns the job's files
+    (its pid is the job's, so a kill of it ends the run: torchrun then stops the others)."""
+    if os.environ.get("RANK", "0") == "0":
+        write_json(job_dir / PID, {"pid": os.getpid(), "started": _now()})
+        for marker in (FAILED, CANCELLED):
+            (job_dir / marker).unlink(missing_ok=True)
+    module, function = config["runner"].split(":")
+    return int(getattr(importlib.import_module(module), function)(job_dir, config) or 0)
 
 
 def _worker(config: dict) -> Worker:

@@ -255,10 +255,14 @@ class Workspace:
                   "round": int(round), "worker": entry.worker} | entry.config(p)
         return self._create_job(entry.name, rows, config, shard_size)
 
-    def _create_job(self, kind: str, table, config: dict, shard_size: int) -> str:
+    @staticmethod
+    def _new_job_id(kind: str, config: dict) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         # The random part keeps two identical jobs created within one second apart.
-        job_id = f"{kind}-{stamp}-{content_id(kind, stamp, json.dumps(config, sort_keys=True, default=str), secrets.token_hex(8))[:6]}"
+        return f"{kind}-{stamp}-{content_id(kind, stamp, json.dumps(config, sort_keys=True, default=str), secrets.token_hex(8))[:6]}"
+
+    def _create_job(self, kind: str, table, config: dict, shard_size: int) -> str:
+        job_id = self._new_job_id(kind, config)
         jobs.create(self.jobs_dir / job_id, kind, table, config, shard_size)
         self.store.record_job([job_id, kind, str(self.jobs_dir / job_id), config["model"]["name"],
                                json.dumps(config, default=str)])
@@ -274,12 +278,17 @@ class Workspace:
             info["shards_ingested"] = int(self.store.job_ingest_counts(info["id"])["shards"])
             info["live"] = info["status"] == "running" or (
                 info["status"] == "done" and info["shards_done"] > info["shards_ingested"])
+            if info["kind"] == "train":  # a finished training job is "ingested" once its model is registered
+                info["registered"] = info["status"] == "done" and self.store.model_spec(info["model"]) is not None
+                info["live"] = info["status"] == "running" or (info["status"] == "done" and not info["registered"])
         return sorted(found, key=lambda j: j["created"] or "", reverse=True)
 
     def ingest_job(self, job_id: str) -> dict:
         """Ingest the job's finished shards that are not in yet (idempotent, one transaction each)."""
         job_dir = self.job_dir(job_id)
         config = jobs.read_json(job_dir / jobs.CONFIG)
+        if config["kind"] == "train":  # a training job's output is a model, not rows
+            return {"job": job_id, "registered": self.register_trained_model(job_id).name, **jobs.summary(job_dir)}
         stage = stages.get(config["kind"])
         done = self.store.ingested_shards(job_id)
         new = 0
@@ -295,7 +304,10 @@ class Workspace:
         """Ingest what every job has finished so far (the owner thread calls this)."""
         new = 0
         for info in self.jobs():
-            if info["status"] != "pending" and info["shards_done"] > info["shards_ingested"]:
+            if info["kind"] == "train":
+                if info["status"] == "done" and not info["registered"]:
+                    self.register_trained_model(info["id"])
+            elif info["status"] != "pending" and info["shards_done"] > info["shards_ingested"]:
                 new += self.ingest_job(info["id"])["new_now"]
         return new
 
@@ -327,6 +339,105 @@ class Workspace:
     def job_ingest_counts(self, job_id: str) -> dict:
         """Shards of a job ingested so far, their rows and how many of those were new."""
         return self.store.job_ingest_counts(job_id)
+
+    def create_training_job(self, name: str, snapshot: str, config, round: int = 0, base_model: str | None = None,
+                            threads: int | None = None) -> str:
+        """A training job (core.train.job) that fine-tunes `base_model` on an SFT snapshot into the
+        model `name` (checkpoints and the final model under models/<name>/); returns its id.
+        Starts nothing (core.jobs.launch does, with nproc=N for torchrun). config: a TrainConfig
+        or its dict, whose base_model `base_model` replaces when given; either may name a model
+        of this workspace (hf) or a local model folder. Everything is checked before anything is
+        written. When the job is done, the catalog's owner registers the model (ingest_job)."""
+        from core import curate
+        from core.llm.registry import BUILTIN_SPECS, ModelSpec
+        from core.train import TrainConfig
+        from core.train import job as train_job
+
+        if isinstance(config, TrainConfig):
+            config = config.to_dict()
+        if not isinstance(config, dict):
+            raise ValueError(f"config must be a TrainConfig or a dict of its settings, not {config!r:.200}")
+        base_name = base_model or config.get("base_model")
+        if not isinstance(base_name, str) or not base_name.strip():
+            raise ValueError(f"a training job needs a base model (base_model=, or the config's), not {base_name!r}")
+        base_spec = self._trainable_base(base_name)
+        if base_spec is None and not (Path(base_name).expanduser() / "config.json").is_file():
+            known = ", ".join(s.name for s in self.models() if s.backend in ("hf", "vllm"))
+            raise ValueError(f"base model {base_name!r} is neither a model of this workspace ({known}) nor a "
+                             "local model folder with a config.json")
+        config = config | {"base_model": base_spec.path.removeprefix("builtin:") if base_spec else base_name}
+        if base_spec and base_spec.chat_template and not config.get("chat_template"):
+            config["chat_template"] = base_spec.chat_template  # train on the template the model is used with
+        train = TrainConfig.from_dict(config)
+        if not isinstance(round, int) or isinstance(round, bool) or round < 0:
+            raise ValueError(f"round must be an integer ≥ 0, not {round!r}")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ValueError(f"threads must be an integer ≥ 1 or None, not {threads!r}")
+        output_dir = self.root / "models" / str(name) / "model"
+        spec = ModelSpec(name, "hf", path=str(output_dir), chat_template=train.chat_template,
+                         context_length=base_spec.context_length if base_spec else None,
+                         dtype=base_spec.dtype if base_spec else "auto", trust_remote_code=train.trust_remote_code)
+        if name in BUILTIN_SPECS or self.store.model_spec(name) is not None:
+            raise ValueError(f"a model named {name!r} exists already; give the trained model another name")
+        if (self.root / "models" / name).exists() and any((self.root / "models" / name).iterdir()):
+            raise ValueError(f"{self.root / 'models' / name} exists already; give the trained model another name")
+        for info in self.jobs():
+            if info["kind"] == "train" and info["model"] == name:
+                raise ValueError(f"training job {info['id']} trains a model named {name!r} already")
+        snap = curate.snapshot(self, snapshot, page_size=1)  # ValueError: no snapshot named …
+        if snap.spec.kind != "sft":
+            raise ValueError(f"snapshot {snapshot!r} is a {snap.spec.kind} snapshot; a training job takes an sft snapshot")
+        job_config = train_job.job_config(
+            train, snapshot={"name": snap.name, "parquet_path": snap.parquet_path, "content_hash": snap.content_hash},
+            model_spec=spec.to_dict(), output_dir=output_dir.parent, round=round, base_model=base_name, threads=threads)
+        job_id = self._new_job_id(train_job.KIND, job_config)
+        job_config["lineage"]["job"] = job_id
+        train_job.create(self.jobs_dir / job_id, job_config)
+        self.store.record_job([job_id, train_job.KIND, str(self.jobs_dir / job_id), name,
+                               json.dumps(job_config, default=str)])
+        return job_id
+
+    def _trainable_base(self, name: str):
+        """The hf spec a base model name resolves to, or None for a plain folder path."""
+        from core.llm.registry import BUILTIN_SPECS
+
+        if name not in BUILTIN_SPECS and self.store.model_spec(name) is None:
+            return None
+        spec = self.model(name)
+        if spec.backend not in ("hf", "vllm") or spec.path is None:
+            raise ValueError(f"model {name!r} runs on the {spec.backend} backend; training needs local weights")
+        if not spec.path.startswith("builtin:"):
+            spec = type(spec).from_dict(spec.to_dict() | {"path": str(spec.local_path())})
+        return spec
+
+    def register_trained_model(self, job_id: str):
+        """Register the model a finished training job wrote (idempotent); returns its ModelSpec."""
+        from core.llm.registry import ModelSpec
+        from core.train import job as train_job
+
+        job_dir = self.job_dir(job_id)
+        config = jobs.read_json(job_dir / jobs.CONFIG)
+        if config.get("kind") != train_job.KIND:
+            raise ValueError(f"job {job_id} is a {config.get('kind')} job, not a training job")
+        if jobs.status(job_dir) != "done" or train_job.result(job_dir) is None:
+            raise ValueError(f"training job {job_id} has not finished (it is {jobs.status(job_dir)})")
+        spec = ModelSpec.from_dict(config["model"])
+        stored = self.store.model_spec(spec.name)
+        if stored is not None:
+            if ModelSpec.from_json(stored).path == spec.path:
+                return ModelSpec.from_json(stored)
+            raise ValueError(f"a model named {spec.name!r} was registered by someone else meanwhile")
+        return self.add_model(spec)
+
+    def model_lineage(self, name: str) -> dict | None:
+        """Where a trained model comes from (base model, snapshot and its hash, trainer config, job,
+        round, losses): the lineage.json beside its weights; None for a model Winnow did not train."""
+        from core.train import job as train_job
+
+        spec = self.model(name)
+        if spec.backend not in ("hf", "vllm") or spec.path is None:
+            return None
+        return jobs.read_json(spec.local_path() / train_job.LINEAGE)
 
     # -- judges and calibration ---------------------------------------------------------------
 

@@ -8,6 +8,10 @@ needs and `generate` makes awkward —
   when its batch-mates do (a resumed job with other shard boundaries gets the same answers);
 - per-row stop strings and dropping finished rows from the KV cache as they end.
 
+A LoRA adapter folder (adapter_config.json, as Winnow's trainer writes one) loads through peft on
+top of the base model it names; `merge_lora=True` folds the adapter into the base weights (plain
+matrices again: faster decoding), and `merge_adapter` writes such a merged folder (for vLLM).
+
 Prompts are sorted by length (longest first, so an out-of-memory shows up in the first batch)
 and left-padded; results are put back in the caller's order. A batch that runs out of memory is
 split in two and retried.
@@ -49,7 +53,7 @@ class HFBackend(Backend):
     def __init__(self, path: str | Path, *, name: str | None = None, chat_template: str | None = None,
                  context_length: int | None = None, dtype: str = "auto", device: str | None = None,
                  trust_remote_code: bool = False, batch_size: int | None = None,
-                 max_batch_tokens: int | None = None, threads: int | None = None):
+                 max_batch_tokens: int | None = None, threads: int | None = None, merge_lora: bool = False):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -59,7 +63,8 @@ class HFBackend(Backend):
             torch.set_num_threads(int(threads))
 
         path = Path(path)
-        if not (path / "config.json").is_file():
+        base = adapter_base(path)  # None: a full model
+        if base is None and not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
@@ -76,12 +81,21 @@ class HFBackend(Backend):
         on_gpu = self.device.type == "cuda"
         self.batch_size = batch_size or (64 if on_gpu else 16)
         self.max_batch_tokens = max_batch_tokens or (65536 if on_gpu else 8192)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
+        # An adapter folder from Winnow's trainer holds the tokenizer it was trained with.
+        tokenizer_dir = base if base is not None and not (path / "tokenizer_config.json").is_file() else path
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code,
                                                        local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
+        model = AutoModelForCausalLM.from_pretrained(
+            base or path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
             local_files_only=True,
-        ).to(self.device).eval()
+        )
+        if base is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path)
+            if merge_lora:
+                model = model.merge_and_unload()
+        self.model = model.to(self.device).eval()
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
         gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
         self.chat = ChatFormat(self.tokenizer, chat_template, extra_eos_ids=gen_eos)
@@ -92,7 +106,8 @@ class HFBackend(Backend):
         self.context_length = int(context_length or config_ctx or 2048)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         # Remote-code models may not take logits_to_keep; then the full logits are computed.
-        self._keep_kw = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self._keep_kw = "logits_to_keep" in inspect.signature(inner.forward).parameters
 
     # -- counting -----------------------------------------------------------------------------
 
@@ -445,6 +460,40 @@ class HFBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<HFBackend {self.name!r} {json.dumps(str(self.path))} on {self.device}>"
+
+
+def adapter_base(path: str | Path) -> Path | None:
+    """The base model folder a LoRA adapter folder names, or None when `path` is a full model."""
+    path = Path(path)
+    if (path / "config.json").is_file() or not (path / "adapter_config.json").is_file():
+        return None
+    try:
+        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError):
+        raise FileNotFoundError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)") from None
+    folder = Path(base or "").expanduser()
+    if not base or not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"LoRA adapter {path}: its base model {base!r} is not a local model folder")
+    return folder
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Fold a LoRA adapter into its base and save the result as a full model folder (safetensors,
+    tokenizer): what vLLM or another trainer run can load without peft."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    base = adapter_base(adapter_dir)
+    if base is None:
+        raise ValueError(f"{adapter_dir} is not a LoRA adapter folder (no adapter_config.json)")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True, local_files_only=True)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
+    AutoTokenizer.from_pretrained(adapter_dir if has_tokenizer else base, local_files_only=True).save_pretrained(out_dir)
+    return out_dir
 
 
 def _label_extensions(seqs: list[tuple[int, ...]]) -> list[tuple[int, ...]]:

@@ -27,7 +27,7 @@ ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILTIN_PREFIX = "builtin:"
 # Options each backend understands in `extra` (a typo is an error, not a silent default).
 EXTRA_KEYS = {
-    "hf": {"device", "batch_size", "max_batch_tokens", "threads"},
+    "hf": {"device", "batch_size", "max_batch_tokens", "threads", "merge_lora"},
     "vllm": {"tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "seed", "max_num_seqs",
              "engine_args"},
     "openai": {"concurrency", "timeout", "max_retries", "backoff", "max_backoff", "structured_outputs"},
@@ -142,7 +142,14 @@ class ModelSpec:
         folder = Path(self.path).expanduser()
         if not folder.is_dir():
             raise FileNotFoundError(f"model {self.name}: no folder at {folder}")
-        if not (folder / "config.json").is_file():
+        if self.backend == "hf" and (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+            from core.llm.hf import adapter_base  # a LoRA adapter: its base must be there too
+
+            try:
+                adapter_base(folder)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"model {self.name}: {exc}") from None
+        elif not (folder / "config.json").is_file():
             raise FileNotFoundError(f"model {self.name}: {folder} holds no config.json (not a Hugging Face "
                                     "model folder)")
         if not any(folder.glob("*.safetensors")):
@@ -208,7 +215,8 @@ def load_backend(spec: ModelSpec | dict | str) -> Backend:
         return HFBackend(spec.local_path(), name=spec.name, chat_template=spec.chat_template,
                          context_length=spec.context_length, dtype=spec.dtype, device=extra.get("device"),
                          trust_remote_code=spec.trust_remote_code, batch_size=extra.get("batch_size"),
-                         max_batch_tokens=extra.get("max_batch_tokens"), threads=extra.get("threads"))
+                         max_batch_tokens=extra.get("max_batch_tokens"), threads=extra.get("threads"),
+                         merge_lora=bool(extra.get("merge_lora", False)))
     if spec.backend == "vllm":
         from core.llm.vllm_backend import VLLMBackend
 
