@@ -290,14 +290,19 @@ def readme_shot(page, path: Path) -> None:
 
 def pick_option(page, label: str, prefix: str) -> None:
     """Choose the option that starts with `prefix` in the selectbox labelled `label`."""
-    picker = page.locator('[data-testid="stSelectbox"]', has_text=label).locator("input")
+    # Not the stale copy a rerun leaves for a moment (Streamlit marks it data-stale="true").
+    picker = (page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])')
+              .filter(has=page.locator('[data-testid="stSelectbox"]', has_text=label)).locator("input"))
     chosen = re.compile("^" + re.escape(prefix) + " · ")  # the option's label, not typed text
 
     def choose() -> None:
-        if not chosen.match(picker.input_value()):
-            picker.click()
-            picker.fill(prefix)
-            page.get_by_role("option").filter(has_text=prefix).first.click()
+        try:
+            if not chosen.match(picker.input_value(timeout=5_000)):
+                picker.click(timeout=5_000)
+                picker.fill(prefix, timeout=5_000)
+                page.get_by_role("option").filter(has_text=prefix).first.click(timeout=5_000)
+        except sync_api.Error:
+            pass  # a rerun replaced the widget mid-way: the check fails and the next attempt retries
 
     until(page, choose, lambda ms: expect(picker).to_have_value(chosen, timeout=ms))
 
