@@ -29,6 +29,10 @@ SECTIONS: dict[str, list[tuple[str, str, str]]] = {
         ("app_pages/8_Curate.py", "Curate", ":material/filter_alt:"),
         ("app_pages/3_Export.py", "Export", ":material/download:"),
     ],
+    "Train": [
+        ("app_pages/10_Train.py", "Train", ":material/model_training:"),
+        ("app_pages/11_Rounds.py", "Rounds", ":material/autorenew:"),
+    ],
 }
 
 

@@ -1,8 +1,10 @@
-"""Models: the built-in and workspace models, a form to add one, and a prompt to try one on."""
+"""Models: the built-in and workspace models, where each trained one comes from (its lineage, a LoRA
+adapter merged on request), a form to add one, and a prompt to try one on."""
 
 import streamlit as st
 
 import ui
+from core import train_views
 from core.llm.registry import DTYPES, ModelSpec
 from core.workspace import TEST_MODELS
 
@@ -27,6 +29,68 @@ st.caption("Built-in models need no download: tiny-random is a 2-layer test mode
            "output is noise: for trying the app, never for judging), smollm2-135m-instruct a "
            "small real instruct model (converted once, on first use). API keys are never stored: a "
            "server model names the environment variable that holds its key.")
+
+# --------------------------------------------------------------------------------------------
+# Lineage of the trained models (the lineage.json a training job wrote beside the weights)
+# --------------------------------------------------------------------------------------------
+
+
+def _merge(name: str) -> None:
+    """Fold the adapter into its base as a new full model, registered at once, then redraw the page
+    (the models table lists it). Not a callback: the spinner shows while a large model merges."""
+    new_name = (st.session_state.get("models_merge_name") or "").strip() or f"{name}-merged"
+    try:
+        with st.spinner(f"Merging {name} into its base…"):
+            spec = train_views.merge_adapter_model(ws, name, new_name)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        st.session_state["models_lineage_flash"] = {"ok": False, "message": str(exc)}
+    else:
+        st.session_state["models_lineage_flash"] = {"ok": True, "message": f"Merged {name} into {spec.name} "
+                                                    f"({spec.path}): a full model vLLM can load."}
+    st.rerun()
+
+
+def lineage_view(trained: list[dict]) -> None:
+    names = [t["name"] for t in trained]
+    wanted = st.query_params.get("model")  # a link from the Train page names the model
+    if st.session_state.get("models_lineage_model") not in names:
+        st.session_state["models_lineage_model"] = wanted if wanted in names else names[0]
+    name = st.selectbox("Trained model", names, key="models_lineage_model")
+    lineage = next(t["lineage"] for t in trained if t["name"] == name)
+    summary = train_views.lineage_summary(lineage)
+    cols = st.columns([2, 1, 1, 1, 1])  # a base model's name is long: room for it
+    cols[0].metric("Base model", summary["base model"] or "—")
+    cols[1].metric("Method", summary["method"] or "—")
+    cols[2].metric("Steps", f"{summary['steps']:,}" if summary["steps"] is not None else "—")
+    cols[3].metric("First loss", "—" if summary["first loss"] is None else f"{summary['first loss']:.4f}")
+    cols[4].metric("Final loss", "—" if summary["final loss"] is None else f"{summary['final loss']:.4f}")
+    st.text(f"Snapshot: {summary['snapshot']} (content hash {summary['snapshot hash']})")
+    st.text(f"Round {summary['round']} · training job {summary['training job']} · trained at {summary['trained at']}"
+            + (f" · merged from the adapter {summary['merged from']}" if summary["merged from"] else ""))
+    if summary["training job"]:
+        st.page_link("app_pages/10_Train.py", label="Open its training run (curves, settings, log)",
+                     icon=":material/model_training:", query_params={"job": summary["training job"]})
+    with st.expander("Trainer config"):
+        st.dataframe(train_views.config_frame(lineage.get("train_config")), hide_index=True,
+                     key="models_lineage_config")
+    if train_views.is_adapter(ws, name):
+        st.caption("A LoRA adapter: the hf backend loads it on its base through peft. vLLM (or a next "
+                   "training run) needs a merged full model.")
+        left, right = st.columns([3, 1], vertical_alignment="bottom")
+        left.text_input("Name of the merged model", key="models_merge_name", placeholder=f"{name}-merged")
+        if right.button("Merge adapter", key="models_merge"):
+            _merge(name)
+    flash = st.session_state.pop("models_lineage_flash", None)
+    if flash:
+        (st.success if flash["ok"] else st.error)(ui.md_escape(flash["message"]))
+
+
+trained_models = train_views.trained_models(ws)
+st.subheader("Trained models")
+if trained_models:
+    lineage_view(trained_models)
+else:
+    st.text("No trained model yet: a run on the Train page registers its model here, with where it came from.")
 
 # --------------------------------------------------------------------------------------------
 # Add a model

@@ -81,6 +81,8 @@ def _field(container, f, key: str) -> None:
         describe = CHOICE_DESCRIPTIONS.get(f.name)
         container.selectbox(label, choices, index=choices.index(f.default) if f.default in choices else 0,
                             key=key, help=help, format_func=describe or str)
+    elif f.kind == "bool":
+        container.checkbox(label, value=bool(f.default), key=key, help=help)
     elif f.kind in ("int", "float"):
         number = int if f.kind == "int" else float
         container.number_input(label, min_value=None if f.minimum is None else number(f.minimum),

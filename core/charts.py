@@ -375,3 +375,151 @@ def review_state_bars(df: pd.DataFrame, title: str = "Tasks by review state", ma
     fig.update_yaxes(automargin=True, type="category")
     fig.update_xaxes(**_count_axis(int(data[columns].sum(axis=1).max())))
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Training (app_pages/10_Train.py)
+# --------------------------------------------------------------------------------------------
+
+TRAIN_COLOURS = {"loss": "#4C78A8", "eval loss": "#F58518", "learning rate": "#54A24B", "grad norm": "#B279A2"}
+
+
+def training_curves(records, title: str = "Training curves") -> go.Figure:
+    """Loss (and eval loss when logged), learning rate and gradient norm against the optimizer step,
+    side by side, from a run's records (core.train.job.metrics) or core.train_views.curve_frame."""
+    from plotly.subplots import make_subplots
+
+    frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records or []))
+    if frame.empty or "step" not in frame.columns:
+        return _empty(title, "no step logged yet")
+    frame = frame.sort_values("step", kind="stable")
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Learning rate", "Gradient norm"),
+                        horizontal_spacing=0.08)
+    panels = (("loss", "loss", 1), ("eval_loss", "eval loss", 1), ("lr", "learning rate", 2),
+              ("grad_norm", "grad norm", 3))
+    for column, name, col in panels:
+        if column not in frame.columns:
+            continue
+        points = frame[["step", column]].apply(pd.to_numeric, errors="coerce").dropna()
+        if points.empty:
+            continue  # e.g. no eval loss logged yet: no empty trace in the legend
+        fig.add_trace(go.Scatter(x=points["step"].tolist(), y=points[column].tolist(), name=name,
+                                 mode="lines+markers" if len(points) < 50 else "lines",
+                                 line={"color": TRAIN_COLOURS[name]},
+                                 hovertemplate=f"step %{{x}}: {name} %{{y:.4g}}<extra></extra>"),
+                      row=1, col=col)
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(exponentformat="e", row=1, col=2)  # learning rates are 1e-5-ish: powers, not "10µ"
+    fig.update_layout(title=title, height=320, margin={"t": 60, "b": 40, "l": 50, "r": 10},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Rounds (app_pages/11_Rounds.py; frames from core.rounds_views)
+# --------------------------------------------------------------------------------------------
+
+ROUND_COLOURS = ("#4C78A8", "#F58518")
+STEP_COLOURS = {"done": "#54A24B", "running": "#4C78A8", "failed": "#E45756"}
+
+
+def interval_points(df: pd.DataFrame, label: str, value: str, title: str, axis_title: str,
+                    reference: float | None = None) -> go.Figure:
+    """One point per row with its interval as error bars (columns `label`, `value`, low, high, n),
+    on a 0–1 axis, a dashed line at `reference` (a win rate of 0.5: no better than the start)."""
+    data = df[df[value].notna()] if df is not None and not df.empty else None
+    if data is None or data.empty:
+        return _empty(title, "no evaluation yet")
+    values = [float(v) for v in data[value]]
+    lows = [float(lo) if pd.notna(lo) else v for v, lo in zip(values, data["low"], strict=True)]
+    highs = [float(h) if pd.notna(h) else v for v, h in zip(values, data["high"], strict=True)]
+    labels = [_label(x) for x in data[label]]
+    fig = go.Figure(go.Scatter(
+        x=values, y=labels, mode="markers", marker={"size": 11, "color": BAR_COLOUR},
+        error_x={"type": "data", "symmetric": False, "array": [h - v for v, h in zip(values, highs, strict=True)],
+                 "arrayminus": [v - lo for v, lo in zip(values, lows, strict=True)], "thickness": 2, "width": 6},
+        customdata=list(zip(lows, highs, [int(n) if pd.notna(n) else 0 for n in data["n"]], strict=True)),
+        hovertemplate="%{y}: %{x:.2f} [%{customdata[0]:.2f}, %{customdata[1]:.2f}], n = %{customdata[2]}"
+                      "<extra></extra>",
+    ))
+    if reference is not None:
+        fig.add_vline(x=reference, line_dash="dash", line_color="#444")
+    fig.update_layout(title=title, xaxis_title=axis_title, height=max(200, 50 * len(labels) + 110),
+                      margin={"t": 50, "b": 40, "l": 10, "r": 10}, showlegend=False)
+    fig.update_xaxes(range=[0, 1.02])
+    fig.update_yaxes(automargin=True, type="category", autorange="reversed")
+    return fig
+
+
+def mfd_overlay(df: pd.DataFrame, bin_width: float, delta: float | None = None,
+                title: str = "MFD of each round (overlaid)") -> go.Figure:
+    """Two rounds' MFD histograms from `core.rounds_views.mfd_overlay_frame` (round, bin_start,
+    n) overlaid on one numeric axis, with a dashed line at δ: a shift left means the student
+    found the pool easier."""
+    w = float(bin_width)
+    if not w > 0:
+        raise ValueError(f"bin_width must be positive, not {bin_width}")
+    if df is None or df.empty:
+        return _empty(title, "no instruction has an MFD")
+    fig = go.Figure()
+    for i, (name, part) in enumerate(df.groupby("round", sort=False)):
+        starts = [float(s) for s in part["bin_start"]]
+        fig.add_trace(go.Bar(x=starts, y=[int(n) for n in part["n"]], width=[w] * len(starts), offset=0,
+                             name=_label(name), marker_color=ROUND_COLOURS[i % len(ROUND_COLOURS)], opacity=0.55,
+                             customdata=[s + w for s in starts],
+                             hovertemplate="MFD %{x:g} to %{customdata:g}: %{y}<extra>" + _label(name) + "</extra>"))
+    lo, hi = float(df["bin_start"].min()), float(df["bin_start"].max()) + w
+    if delta is not None:
+        fig.add_vline(x=float(delta), line_dash="dash", line_color="#444", annotation_text=f"δ = {float(delta):g}",
+                      annotation_position="top right")
+        lo, hi = min(lo, float(delta)), max(hi, float(delta))
+    fig.update_layout(title=title, barmode="overlay", xaxis_title="MFD", yaxis_title="instructions", height=320,
+                      margin={"t": 50, "b": 40, "l": 50, "r": 10}, legend={"orientation": "h", "y": 1.12})
+    fig.update_xaxes(range=[lo, hi])
+    fig.update_yaxes(**_count_axis(int(df["n"].max())))
+    return fig
+
+
+def round_task_mix(df: pd.DataFrame, title: str = "Task mix of each round's training set") -> go.Figure:
+    """Grouped bars from `core.rounds_views.task_mix_frame` (round, task, n, share): one group per
+    task, a bar per round, shares on the y axis and counts in the hover."""
+    if df is None or df.empty:
+        return _empty(title, "no training snapshot yet")
+    tasks = list(dict.fromkeys(df["task"]))
+    labels = [_label(t) for t in tasks]
+    fig = go.Figure()
+    for i, (name, part) in enumerate(df.groupby("round", sort=False)):
+        by_task = part.set_index("task")
+        fig.add_trace(go.Bar(x=labels, y=[float(by_task["share"].get(t, 0.0)) for t in tasks], name=_label(name),
+                             marker_color=ROUND_COLOURS[i % len(ROUND_COLOURS)],
+                             customdata=[int(by_task["n"].get(t, 0)) for t in tasks],
+                             hovertemplate="%{x}: %{y:.1%} (%{customdata} samples)<extra>" + _label(name) + "</extra>"))
+    fig.update_layout(title=title, barmode="group", yaxis_title="share of the training set", yaxis_tickformat=".0%",
+                      height=340, margin={"t": 50, "b": 40, "l": 50, "r": 10}, legend={"orientation": "h", "y": 1.12})
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, automargin=True)
+    return fig
+
+
+def round_timeline(df: pd.DataFrame, title: str = "Steps over time") -> go.Figure:
+    """A Gantt chart from `core.rounds_views.steps_timeline_frame` (round, step, status, start,
+    end): one bar per step from its start to its end (now, while it runs), coloured by status."""
+    if df is None or df.empty:
+        return _empty(title, "no step has started yet")
+    labels = [f"{_label(r)} · {_label(s)}" for r, s in zip(df["round"], df["step"], strict=True)]
+    starts = pd.to_datetime(df["start"])
+    # A bar's length on a date axis is in milliseconds; a compute step of 0 ms still shows.
+    spans = [max((e - s).total_seconds() * 1000, 300.0) for s, e in zip(starts, pd.to_datetime(df["end"]), strict=True)]
+    fig = go.Figure()
+    for status in dict.fromkeys(df["status"]):
+        idx = [i for i, st in enumerate(df["status"]) if st == status]
+        fig.add_trace(go.Bar(
+            x=[spans[i] for i in idx], base=[starts.iloc[i].isoformat() for i in idx], y=[labels[i] for i in idx],
+            orientation="h", name=_label(status), marker_color=STEP_COLOURS.get(status, DROPPED_COLOUR),
+            customdata=[spans[i] / 1000 for i in idx],
+            hovertemplate="%{y}: %{customdata:.1f} s<extra>" + _label(status) + "</extra>"))
+    fig.update_layout(title=title, height=max(220, 20 * len(labels) + 110), margin={"t": 50, "b": 40, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": -0.15}, barmode="overlay")
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(automargin=True, type="category", categoryorder="array", categoryarray=labels,
+                     autorange="reversed")
+    return fig

@@ -264,6 +264,98 @@ def cmd_eval(a) -> int:
     return _print_json_or(r, a, [r["line"]])
 
 
+def _round_lines(status: dict) -> list[str]:
+    """A run as text: one line per round, its steps indented."""
+    lines = [f"run {status['name']} ({status['method']}): {status['status']}, "
+             f"{sum(r['status'] == 'done' for r in status['rounds'])} of {status['rounds_wanted']} rounds done"
+             + (f" — {status['error']}" if status.get("error") else "")]
+    for r in status["rounds"]:
+        ev = ((r.get("metrics") or {}).get("evaluation") or {})
+        lines.append(f"  round {r['number']}: {r['status']}, {r['student']} → {r['model'] or '…'}"
+                     + (f"; {ev['line']}" if ev.get("line") else "") + (f" ({r['error']})" if r.get("error") else ""))
+        for step in r["steps"]:
+            job = step.get("job") or {}
+            progress = f" {job.get('done', 0)}/{job.get('total', 0)}" if job else ""
+            lines.append(f"    {step['position']:>2}. {step['name']:<34} {step['status']}{progress}"
+                         + (f"  [{step['job_id']}]" if step.get("job_id") else ""))
+    return lines
+
+
+def cmd_round(a) -> int:
+    """Rounds of a recipe (core.rounds): run (foreground, or handed to the app), status, compare."""
+    from core import rounds
+
+    root = resolve_workspace_path(a.workspace)
+    if a.action == "run":
+        if len(a.args) != 1:
+            raise CliError("`winnow round run RECIPE.yaml [--rounds N]`")
+        recipe = str(Path(a.args[0]).expanduser().resolve())
+        try:
+            ws = Workspace(root)
+        except WorkspaceBusy:
+            return _round_via_owner(root, recipe, a)
+        with ws:
+            try:
+                status = rounds.start_run(ws, recipe, a.rounds)
+                for note in status["prepared"]:
+                    print(note, file=sys.stderr)
+                status = rounds.drive(ws, status["name"], on_progress=lambda s: print(s, file=sys.stderr))
+            except rounds.RoundFailed as exc:
+                raise CliError(f"the run stopped: {exc}; fix it and run the same command again to retry", 1) from None
+            except owner.USER_ERRORS as exc:
+                raise CliError(str(exc)) from None
+        return _print_json_or(status, a, _round_lines(status))
+    if a.action == "status":
+        r = run_op(root, "round_status", {"name": a.args[0] if a.args else None})
+        if getattr(a, "json", False):
+            return _print_json_or(r, a, [])
+        return _print_json_or(r, a, [line for run in r["runs"] for line in _round_lines(run)]
+                              or ["no rounds yet: `winnow round run recipes/tapir-tiny.yaml`"])
+    if len(a.args) != 2:
+        raise CliError("`winnow round compare RUN/1 RUN/2 [--json]`")
+    r = run_op(root, "round_compare", {"a": a.args[0], "b": a.args[1]})
+    lines = []
+    for side in ("a", "b"):
+        f = r[side]
+        ev = f.get("evaluation") or {}
+        mfd = f.get("mfd") or {}
+        lines.append(f"{f['round']}: {f['student']} → {f['model']}, α {f['alpha']}, {f['seeds']} seeds, "
+                     f"{f['expanded']} expanded, {f['train_members']} training samples, mean MFD "
+                     + (f"{mfd['mean']:.2f}" if mfd.get("mean") is not None else "n/a")
+                     + (f"; {ev['line']}" if ev.get("line") else ""))
+    if r.get("mfd_shift") is not None:
+        lines.append(f"mean MFD shift: {r['mfd_shift']:+.2f}")
+    if r.get("head_to_head"):
+        lines.append("head to head: " + r["head_to_head"]["line"])
+    return _print_json_or(r, a, lines)
+
+
+def _round_via_owner(root: Path, recipe: str, a) -> int:
+    """The app owns the catalog: it advances the run; this command starts it and follows it."""
+    pid = owner.owner_pid(root)
+    if pid is None:
+        raise CliError("the workspace is busy and no Winnow app owns it", EXIT_BUSY)
+    print(f"The Winnow app (PID {pid}) has this workspace open; it runs the rounds, this command follows them …",
+          file=sys.stderr)
+    try:
+        status = owner.submit(root, "round_start", {"recipe": recipe, "rounds": a.rounds})
+        last = None
+        while status["status"] == "active":
+            state = _round_lines(status)[-1]
+            if state != last:
+                print(state.strip(), file=sys.stderr)
+            last = state
+            time.sleep(2)
+            status = owner.submit(root, "round_status", {"name": status["name"]})["runs"][0]
+    except owner.RequestFailed as exc:
+        raise CliError(str(exc)) from None
+    except (owner.OwnerGone, TimeoutError) as exc:
+        raise CliError(f"{exc}; run the command again to continue the rounds", EXIT_BUSY) from None
+    if status["status"] == "failed":
+        raise CliError(f"the run stopped: {status['error']}; run the same command again to retry", 1)
+    return _print_json_or(status, a, _round_lines(status))
+
+
 def cmd_curate(a) -> int:
     root = resolve_workspace_path(a.workspace)
     if a.action == "create":
@@ -489,6 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("round", parents=[common], help="rounds of a recipe: run, status, compare")
+    p.add_argument("action", choices=("run", "status", "compare"),
+                   help="run RECIPE [--rounds N]; status [RUN]; compare RUN/1 RUN/2")
+    p.add_argument("args", nargs="*", help="run: the recipe file; status: a run name; compare: two round ids")
+    p.add_argument("--rounds", type=int, help="run: rounds in all (default: the recipe's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_round)
+
     p = sub.add_parser("curate", parents=[common], help="curation snapshots: create, list, explain, diff, export")
     p.add_argument("action", nargs="?", default="create", choices=("create", "list", "explain", "diff", "export"),
                    help="create (default): `winnow curate --spec FILE --name N`")
@@ -533,6 +633,8 @@ def add_stage_parser(sub, common, stage) -> None:
             kwargs["choices"] = f.choices
         if f.kind in _ARG_TYPES:
             kwargs["type"] = _ARG_TYPES[f.kind]
+        if f.kind == "bool":  # a switch: present = true
+            kwargs |= {"action": "store_true", "default": None}
         p.add_argument(*flags, required=f.required, **kwargs)
     p.add_argument("--dataset", "-d", action="append", help="only these datasets (repeatable)")
     p.add_argument("--task", action="append", help="only these task labels (repeatable)")

@@ -114,6 +114,7 @@ class MFDParams:
     round: int = 0
     template_hash: str | None = None
     mode: str | None = None  # None: every mode's verdicts of this judge and rubric
+    teacher_round: int | None = None  # the round of the teacher's answers; None: `round`
 
     def __post_init__(self) -> None:
         from core import judge
@@ -131,6 +132,9 @@ class MFDParams:
             raise ValueError(f"round must be an integer ≥ 0, not {self.round!r}")
         if self.mode is not None and self.mode not in ("probability", "generate"):
             raise ValueError(f"mode must be None, 'probability' or 'generate', not {self.mode!r}")
+        if self.teacher_round is not None and (isinstance(self.teacher_round, bool)
+                                               or not isinstance(self.teacher_round, int) or self.teacher_round < 0):
+            raise ValueError(f"teacher_round must be None or an integer ≥ 0, not {self.teacher_round!r}")
 
     @property
     def source(self) -> str:
@@ -162,13 +166,17 @@ class MFDSummary:
 
 def compute_mfd(ws, judge_model: str, rubric: str, teacher_role: str = "teacher", student_role: str = "student",
                 round: int = 0, selection: ExploreFilter | None = None, *, limit: int | None = None,
-                template_hash: str | None = None, mode: str | None = None) -> MFDSummary:
+                template_hash: str | None = None, mode: str | None = None,
+                teacher_round: int | None = None) -> MFDSummary:
     """MFD for every selected instruction (the first `limit`, oldest first, as jobs take them),
-    written to `difficulty`; recomputing replaces the earlier rows of the same source and round."""
-    p = MFDParams(judge_model, rubric, teacher_role, student_role, int(round), template_hash, mode)
+    written to `difficulty`; recomputing replaces the earlier rows of the same source and round.
+    teacher_round: read the teacher's answers from that round (a TAPIR round reuses the teacher's
+    round-0 answers and compares them with the current student's); None: the same round."""
+    p = MFDParams(judge_model, rubric, teacher_role, student_role, int(round), template_hash, mode, teacher_round)
     counts = ws.store.compute_mfd(selection or ExploreFilter(), limit, judge_model=p.judge_model, rubric=p.rubric,
                                   teacher_role=p.teacher_role, student_role=p.student_role, round=p.round,
-                                  source=p.source, template_hash=p.template_hash, mode=p.mode)
+                                  source=p.source, template_hash=p.template_hash, mode=p.mode,
+                                  teacher_round=p.teacher_round)
     return MFDSummary(p.source, p.round, counts.pop(None, 0), counts)
 
 
@@ -443,7 +451,7 @@ def run_difficulty_chain(ws, teacher: str, student: str, judge: str, datasets: l
     steps = []
     for step, model, role in (("teacher answers", teacher, teacher_role), ("student answers", student, student_role)):
         todo = ws.store.instructions_missing_answers(selection, limit, role, model, round)
-        steps.append(_run_step(ws, step, "generate", {"model": model, "role": role} | gen, selection, n, round,
+        steps.append(run_step(ws, step, "generate", {"model": model, "role": role} | gen, selection, n, round,
                                shard_size, bool(todo), on_progress))
     mode = None if judge_mode == "auto" else judge_mode
     roles = [teacher_role, student_role]
@@ -451,7 +459,7 @@ def run_difficulty_chain(ws, teacher: str, student: str, judge: str, datasets: l
     # The judge stage takes the first N answers of the roles in instruction order (every round):
     # N = the answers to the chain's instructions, so it judges exactly those.
     n_answers = ws.store.count_answers(selection, limit, roles)
-    steps.append(_run_step(ws, "judge", "judge", {"model": judge, "rubric": rubric, "roles": roles,
+    steps.append(run_step(ws, "judge", "judge", {"model": judge, "rubric": rubric, "roles": roles,
                                                   "mode": judge_mode} | (judge_params or {}),
                            selection, max(n_answers, 1), round, shard_size, bool(todo), on_progress))
     summary = compute_mfd(ws, judge, rubric, teacher_role, student_role, round, selection, limit=limit, mode=mode)
@@ -460,8 +468,12 @@ def run_difficulty_chain(ws, teacher: str, student: str, judge: str, datasets: l
     return ChainResult(steps, summary)
 
 
-def _run_step(ws, name: str, stage: str, params: dict, selection: ExploreFilter, limit: int, round: int,
-              shard_size: int, needed: bool, on_progress) -> ChainStep:
+def run_step(ws, name: str, stage: str, params: dict, selection: ExploreFilter, limit: int, round: int,
+             shard_size: int, needed: bool, on_progress) -> ChainStep:
+    """One step of a chain, run to the end: skipped when not `needed`; else an unfinished job of
+    the same stage, params and round is resumed, or a new job is created, launched, waited for and
+    ingested. Raises ChainFailed when the job does not finish. (core.rounds has the durable
+    variant with the same signature.)"""
     if not needed:
         if on_progress:
             on_progress({"step": name, "status": "skipped"})

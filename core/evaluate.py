@@ -43,8 +43,7 @@ from typing import Any
 
 from core import judge as judge_mod
 from core.calibration import Proportion, proportion
-from core.difficulty import ChainFailed, ChainStep
-from core.difficulty import _run_step as run_step
+from core.difficulty import ChainFailed, ChainStep, run_step
 from core.ids import content_id
 from core.selection import ExploreFilter
 from core.stages import JUDGE_MODES, ROLE_RE
@@ -224,8 +223,13 @@ class Evaluation:
 def evaluate(ws, model_a: str, model_b: str, prompts_dataset: str, judge: str, rubric: str = "pairwise",
              round: int = 0, limit: int | None = None, max_tokens: int = 256,
              progress: Callable[[dict], None] | None = None, *, pointwise: str | None = None, mode: str = "auto",
-             shard_size: int = 16) -> Evaluation:
+             shard_size: int = 16, runner: Callable[..., ChainStep] = run_step) -> Evaluation:
     """A against B on the prompt dataset, judged pairwise in both orders; stored and returned.
+
+    runner: how a step's job runs, with core.difficulty.run_step's signature (the default runs it
+    to the end). A round passes its durable runner (core.rounds), which records the job and
+    raises while it runs; calling evaluate again then continues, because every step reads what
+    is left to do from the catalog.
 
     Raises ValueError (nothing written) for an unknown model, judge or dataset, or an empty one;
     ChainFailed when a job does not finish (run again, or `winnow jobs resume JOB`)."""
@@ -240,11 +244,11 @@ def evaluate(ws, model_a: str, model_b: str, prompts_dataset: str, judge: str, r
     if not ids:
         raise ValueError(f"dataset {config.prompts!r} holds no instruction to evaluate on")
 
-    steps = [_answer_step(ws, config, side, ids, progress) for side in ("A", "B")]
+    steps = [_answer_step(ws, config, side, ids, progress, runner) for side in ("A", "B")]
     rows = _eval_rows(ws, config, ids)
-    steps.append(_pairwise_step(ws, config, rows, progress))
+    steps.append(_pairwise_step(ws, config, rows, progress, runner))
     if config.pointwise:
-        steps.append(_pointwise_step(ws, config, rows, progress))
+        steps.append(_pointwise_step(ws, config, rows, progress, runner))
 
     result = aggregate(ws, config, ids, rows)
     result.steps = steps
@@ -257,12 +261,12 @@ def evaluate(ws, model_a: str, model_b: str, prompts_dataset: str, judge: str, r
     return result
 
 
-def _answer_step(ws, config: EvalConfig, side: str, ids: list[str], progress) -> ChainStep:
+def _answer_step(ws, config: EvalConfig, side: str, ids: list[str], progress, runner=run_step) -> ChainStep:
     model = config.model_a if side == "A" else config.model_b
     role = answer_role(model)
     todo = ws.store.eval_missing_answers(ids, role, model)
     params = {"model": model, "role": role, "max_tokens": config.max_tokens} | EVAL_GENERATION
-    return run_step(ws, f"answers of {side} ({model})", "generate", params, ExploreFilter(ids=todo), max(len(todo), 1),
+    return runner(ws, f"answers of {side} ({model})", "generate", params, ExploreFilter(ids=todo), max(len(todo), 1),
                     config.round, config.shard_size, bool(todo), progress)
 
 
@@ -280,22 +284,22 @@ def _mode(config: EvalConfig) -> str | None:
     return None if config.mode == "auto" else config.mode
 
 
-def _pairwise_step(ws, config: EvalConfig, rows: list[dict], progress) -> ChainStep:
+def _pairwise_step(ws, config: EvalConfig, rows: list[dict], progress, runner=run_step) -> ChainStep:
     pairs = [r for r in rows if r["pair_id"]]
     verdicts = _verdicts(ws, config.judge, config.rubric, [r["pair_id"] for r in pairs], _mode(config))
     todo = [r["instruction_id"] for r in pairs
             if any(not verdicts.get((r["pair_id"], order), {}).get("n_done") for order in ("ab", "ba"))]
     params = {"model": config.judge, "rubric": config.rubric, "roles": list(config.roles), "mode": config.mode}
-    return run_step(ws, "pairwise judge", "judge", params, ExploreFilter(ids=todo), JOB_LIMIT, config.round,
+    return runner(ws, "pairwise judge", "judge", params, ExploreFilter(ids=todo), JOB_LIMIT, config.round,
                     config.shard_size, bool(todo), progress)
 
 
-def _pointwise_step(ws, config: EvalConfig, rows: list[dict], progress) -> ChainStep:
+def _pointwise_step(ws, config: EvalConfig, rows: list[dict], progress, runner=run_step) -> ChainStep:
     answers = [(r["instruction_id"], r[key]) for r in rows for key in ("a_id", "b_id") if r[key]]
     verdicts = _verdicts(ws, config.judge, config.pointwise, [a for _, a in answers], _mode(config))
     todo = sorted({iid for iid, a in answers if not verdicts.get((a, None), {}).get("n_done")})
     params = {"model": config.judge, "rubric": config.pointwise, "roles": list(config.roles), "mode": config.mode}
-    return run_step(ws, "pointwise judge", "judge", params, ExploreFilter(ids=todo), JOB_LIMIT, config.round,
+    return runner(ws, "pointwise judge", "judge", params, ExploreFilter(ids=todo), JOB_LIMIT, config.round,
                     config.shard_size, bool(todo), progress)
 
 

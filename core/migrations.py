@@ -438,4 +438,60 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    (
+        "0011_rounds",
+        [
+            # Rounds (core.rounds, DESIGN.md §8). A run is one recipe's sequence of rounds; a round
+            # starts from a student model and ends with the model it trained and its metrics; its
+            # steps are the durable record the driver replays: a step that is done returns its
+            # stored outputs, a step whose job runs is waited on, so a killed driver continues
+            # where it stopped and no step runs twice.
+            """
+            CREATE TABLE round_runs (
+                name        VARCHAR PRIMARY KEY,   -- the recipe's name (one run per name)
+                method      VARCHAR NOT NULL,      -- tapir | ...
+                recipe      JSON NOT NULL,         -- the validated recipe
+                source      VARCHAR,               -- the recipe file it was read from
+                rounds      INTEGER NOT NULL,      -- rounds wanted
+                status      VARCHAR NOT NULL,      -- active | paused | done | failed
+                error       VARCHAR,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                updated_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE TABLE rounds (
+                id          VARCHAR PRIMARY KEY,   -- <run>/<number>
+                run         VARCHAR NOT NULL,
+                number      INTEGER NOT NULL,      -- 1, 2, ...
+                parent_id   VARCHAR,               -- the round before (NULL for the first)
+                student     VARCHAR NOT NULL,      -- the model the round starts from
+                model       VARCHAR,               -- the model it trained
+                snapshot    VARCHAR,               -- the training snapshot
+                status      VARCHAR NOT NULL,      -- running | done | failed
+                config      JSON NOT NULL,         -- the recipe values this round used (alpha, ...)
+                metrics     JSON,
+                error       VARCHAR,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                finished_at TIMESTAMP,
+                UNIQUE (run, number)
+            )
+            """,
+            """
+            CREATE TABLE round_steps (
+                round_id    VARCHAR NOT NULL,
+                name        VARCHAR NOT NULL,
+                position    INTEGER NOT NULL,      -- the order the round reached it in
+                kind        VARCHAR NOT NULL,      -- job | train | compute
+                status      VARCHAR NOT NULL,      -- running | done | failed
+                job_id      VARCHAR,
+                outputs     JSON,
+                error       VARCHAR,
+                started_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                finished_at TIMESTAMP,
+                PRIMARY KEY (round_id, name)
+            )
+            """,
+        ],
+    ),
 ]

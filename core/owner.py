@@ -159,6 +159,25 @@ def _evaluate(ws, args: dict) -> dict:
         pointwise=args.get("pointwise"), mode=args.get("mode", "auto")).as_dict()
 
 
+def _round_start(ws, args: dict) -> dict:
+    from core import rounds
+
+    return rounds.start_run(ws, args["recipe"], args.get("rounds"))
+
+
+def _round_status(ws, args: dict) -> dict:
+    from core import rounds
+
+    names = [args["name"]] if args.get("name") else [r["name"] for r in rounds.runs(ws)]
+    return {"runs": [rounds.run_status(ws, name) for name in names]}
+
+
+def _round_compare(ws, args: dict) -> dict:
+    from core import rounds
+
+    return rounds.compare(ws, args["a"], args["b"])
+
+
 def _curate_create(ws, args: dict) -> dict:
     from core import curate
 
@@ -200,6 +219,7 @@ OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "tasks_classify": _tasks_classify, "tasks_relabel": _tasks_relabel, "tasks_accuracy": _tasks_accuracy,
     "difficulty_chain": _difficulty_chain, "evaluate": _evaluate, "curate_create": _curate_create, "curate_list": _curate_list,
     "curate_explain": _curate_explain, "curate_diff": _curate_diff, "curate_export": _curate_export,
+    "round_start": _round_start, "round_status": _round_status, "round_compare": _round_compare,
 }
 
 
@@ -269,13 +289,18 @@ class Owner:
         self._procs.append(jobs.launch(job_dir))
 
     def _advance_background_work(self) -> None:
-        """Work the owner starts by itself: the demo's first judge and task labels (core.demo)."""
-        from core import demo
+        """Work the owner starts by itself: the demo's first judge and task labels (core.demo),
+        and every active round run (core.rounds), each as far as it goes without waiting."""
+        from core import demo, rounds
 
         try:
             demo.advance_pipeline(self.ws, self._launch)
         except Exception as exc:  # never kill the owner thread; the home page shows the state
             self.current = f"demo pipeline: {type(exc).__name__}: {exc}"
+        try:
+            rounds.advance(self.ws, self._launch)
+        except Exception as exc:  # a run's own failures are stored with it; this is anything else
+            self.current = f"rounds: {type(exc).__name__}: {exc}"
 
     def _loop(self) -> None:
         last_ingest = 0.0

@@ -179,7 +179,7 @@ def _load_builtin_stages() -> None:
 
 
 # Modules that declare stages beyond the two below (each calls `register` at import).
-BUILTIN_STAGE_MODULES: list[str] = ["core.difficulty"]
+BUILTIN_STAGE_MODULES: list[str] = ["core.difficulty", "core.expand"]
 
 
 # -- generate ---------------------------------------------------------------------------------
@@ -261,6 +261,8 @@ class JudgeParams:
     max_tokens: int = param(256, "generate mode: tokens per verdict at most", kind="int", minimum=1, maximum=32768)
     seed: int | None = param(None, "seed (order shuffles and sampling)", kind="int", minimum=0,
                              label="Seed (optional)")
+    unjudged: bool = param(False, "pointwise: only answers this judge and rubric have no verdict on yet "
+                                  "(a round judges its new answers only)", kind="bool", label="Only unjudged answers")
 
     def __post_init__(self) -> None:
         from core import judge
@@ -276,6 +278,10 @@ class JudgeParams:
             raise ValueError(f"mode must be one of {', '.join(JUDGE_MODES)}, not {self.mode!r}")
         if self.mode != "auto":
             judge.check_mode(rubric, self.mode)  # e.g. listwise has no probability mode
+        if not isinstance(self.unjudged, bool):
+            raise ValueError(f"unjudged must be true or false, not {self.unjudged!r}")
+        if self.unjudged and rubric.kind != "pointwise":
+            raise ValueError(f"unjudged applies to pointwise rubrics only, not {rubric.name!r} ({rubric.kind})")
 
     def generation(self):
         from core.judge_stage import DEFAULT_JUDGE_PARAMS
@@ -300,9 +306,11 @@ def _select_judge_targets(ws, p: JudgeParams, selection, limit: int) -> pa.Table
         if not rows:
             raise ValueError(f"no instruction in the selection has two or more answers of {', '.join(roles)}")
         return judge_stage.list_input_table(rows)
-    rows = ws.store.responses_for_judge(selection, roles, limit)
+    judged_by = (ws.model(p.model).name if isinstance(p.model, str) else p.model["name"], judge.get_rubric(p.rubric).name)
+    rows = ws.store.responses_for_judge(selection, roles, limit, unjudged_by=judged_by if p.unjudged else None)
     if not rows:
-        raise ValueError(f"the selection holds no response with role {', '.join(roles)}; nothing to judge")
+        raise ValueError(f"the selection holds no response with role {', '.join(roles)}"
+                         + (" without a verdict of this judge" if p.unjudged else "") + "; nothing to judge")
     return judge_stage.input_table(rows)
 
 

@@ -22,11 +22,14 @@ Functions served by the `python` model backend (core/llm/python_backend.py), by 
     ModelSpec("teacher", backend="python", path="core.synthetic:addition_teacher",
               extra={"options": {"error_rate": 0.3, "seed": 1}})
     ModelSpec("judge", backend="python", path="core.synthetic:addition_judge")                # exact match, 5 or 1
+    ModelSpec("expander", backend="python", path="core.synthetic:expander")                   # the expand stage's teacher
 
 Generators take the conversation (a list of {role, content}) and answer its last user message;
 judges take (instruction, response, scale=(low, high)) and return `high` for an exact match, else
 `low`. `teacher` / `exact_match_judge` serve every task; the `addition_` / `reversal_` ones refuse
-other tasks' prompts. Prompt files for Workspace.import_paths come from `write_prompt_files`.
+other tasks' prompts. `expander` answers the expand stage's prompts (core/expand.py) with a new
+prompt of the seed's task and hardness class. Prompt files for Workspace.import_paths come from
+`write_prompt_files`.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ DEFAULT_ERROR_RATE = 0.7  # the issue's sketch: the teacher drops the carry on 7
 TAXONOMY_LABEL = {"addition": "math", "addition-short": "math", "reversal": "rewriting"}
 
 __all__ = ["DEFAULT_ERROR_RATE", "TASKS", "PromptFiles", "SyntheticTask", "addition_judge", "addition_teacher",
-           "exact_match", "exact_match_judge", "find_task", "oracle", "reference_answer", "reversal_judge",
-           "reversal_teacher", "split_problems", "teacher", "teacher_answer", "write_prompt_files"]
+           "exact_match", "exact_match_judge", "expand_problem", "expander", "find_task", "oracle", "reference_answer",
+           "reversal_judge", "reversal_teacher", "split_problems", "teacher", "teacher_answer", "write_prompt_files"]
 
 
 def _unit(*parts: object) -> float:
@@ -237,8 +240,13 @@ def _last_user(conversation: Sequence[dict]) -> str:
 
 
 def teacher(conversation: Sequence[dict], error_rate: float = DEFAULT_ERROR_RATE, seed: int = 0) -> str:
-    """Answers any synthetic task's prompt, with the systematic mistake on a share of hard cases."""
-    return teacher_answer(_last_user(conversation), error_rate, seed)
+    """Answers any synthetic task's prompt, with the systematic mistake on a share of hard cases.
+    Asked to expand a seed (TAPIR's teacher writes new instructions too: an expansion prompt that
+    quotes a synthetic prompt on a line of its own), it answers as `expander` does."""
+    prompt = _last_user(conversation)
+    if not any(t.parse(prompt) is not None for t in TASKS.values()) and _VARIATION.search(prompt):
+        return expander(conversation, seed)
+    return teacher_answer(prompt, error_rate, seed)
 
 
 def addition_teacher(conversation: Sequence[dict], error_rate: float = DEFAULT_ERROR_RATE, seed: int = 0) -> str:
@@ -277,6 +285,48 @@ for _fn in (teacher, addition_teacher, reversal_teacher, oracle):
     _fn.winnow_role = "generator"
 for _fn in (exact_match_judge, addition_judge, reversal_judge):
     _fn.winnow_role = "judge"
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion (TAPIR: new instructions of the seed's task and difficulty)
+# --------------------------------------------------------------------------------------------
+
+# Candidates drawn per seed: enough that each hardness class leaves more than the expand stage's
+# 16 samples per seed, so different sample indexes give different problems.
+EXPAND_POOL = 256
+# The expansion prompt (core/prompts/expand.txt) numbers its samples "Variation k of n".
+_VARIATION = re.compile(r"\bvariation (\d+)\b", re.I)
+
+
+def expand_problem(task: SyntheticTask | str, problem, sample: int = 0, seed: int = 0):
+    """A problem of the same task and hardness class (is_hard equal), not the seed itself, fixed
+    by (seed, task, problem, sample); samples below the pool's size give distinct problems."""
+    found = get_task(task)
+    rng = random.Random(f"{seed}:expand:{found.name}:{problem!r}")
+    hard = found.is_hard(problem)
+    pool = [p for p in found.sample(rng, EXPAND_POOL) if p != problem and found.is_hard(p) == hard]
+    if not pool:
+        raise ValueError(f"the {found.name} task has no other problem of the hardness of {problem!r}")
+    return pool[int(sample) % len(pool)]
+
+
+def expander(conversation: Sequence[dict], seed: int = 0) -> str:
+    """Answers an expansion prompt: the seed is the prompt's line that a synthetic task reads
+    (the template quotes it verbatim), the sample index its "Variation k" (1-based; 1 when absent);
+    returns a new prompt of the seed's task with the same hardness."""
+    prompt = _last_user(conversation)
+    for line in prompt.splitlines():
+        try:
+            found, problem = find_task(line)
+        except ValueError:
+            continue
+        match = _VARIATION.search(prompt)
+        sample = int(match.group(1)) - 1 if match else 0
+        return found.prompt(expand_problem(found, problem, sample, seed))
+    raise ValueError(f"the expansion prompt quotes no synthetic prompt on a line of its own: {prompt[:120]!r}")
+
+
+expander.winnow_role = "generator"
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from core.store.bench import BenchQueries
 from core.store.difficulty import DifficultyQueries
 from core.store.documents import DocumentQueries
 from core.store.evaluations import EvaluationQueries
+from core.store.expand import ExpandQueries
 from core.store.explore import EXPLORE_FILTERS, EXPLORE_ORDERS, ExploreQueries
 from core.store.export import ExportQueries
 from core.store.imports import _INSERT_BY_TABLE, ImportQueries  # noqa: F401 (tests add tables to the map)
@@ -31,6 +32,7 @@ from core.store.labels import LabelQueries
 from core.store.models import ModelQueries
 from core.store.overview import OverviewQueries
 from core.store.queue import QueueQueries
+from core.store.rounds import RoundQueries
 from core.store.snapshots import SnapshotQueries
 
 __all__ = [
@@ -50,5 +52,5 @@ WorkspaceBusy.__module__ = __name__
 
 class Store(BaseStore, ImportQueries, ExploreQueries, JudgmentQueries, JobQueries, ModelQueries, ExportQueries,
             BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries,
-            EvaluationQueries):
+            EvaluationQueries, RoundQueries, ExpandQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""

@@ -83,8 +83,10 @@ WITH verdicts AS (
            r.role = $teacher_role AS teacher, r.role = $student_role AS student, v.n_verdicts, v.n_call_errors,
            v.score
     FROM responses r LEFT JOIN verdicts v ON v.target_id = r.id
-    WHERE r.instruction_id IN (SELECT id FROM mfd_instructions) AND r.round = $round
-      AND r.role IN ($teacher_role, $student_role)
+    WHERE r.instruction_id IN (SELECT id FROM mfd_instructions)
+      -- the teacher's answers may come from another round (a round reuses the answers the
+      -- teacher gave once; its student answers anew each round)
+      AND ((r.role = $teacher_role AND r.round = $teacher_round) OR (r.role = $student_role AND r.round = $round))
 ), sides AS (
     SELECT a.instruction_id,""" + _SIDE.format(side="teacher", p="t") + ",\n" + _SIDE.format(side="student", p="s") + """
     FROM answers a GROUP BY a.instruction_id
@@ -234,11 +236,13 @@ class DifficultyQueries:
 
     def compute_mfd(self, f: ExploreFilter, limit: int | None, *, judge_model: str, rubric: str,
                     teacher_role: str, student_role: str, round: int, source: str,
-                    template_hash: str | None = None, mode: str | None = None) -> dict[str | None, int]:
+                    template_hash: str | None = None, mode: str | None = None,
+                    teacher_round: int | None = None) -> dict[str | None, int]:
         """Compute MFD for the selected instructions and replace their rows, in one transaction.
         Returns {missing reason (None = computed): rows}."""
         where, values = self.explore_where(f)
-        named = {"round": int(round), "teacher_role": teacher_role, "student_role": student_role,
+        named = {"round": int(round), "teacher_round": int(round if teacher_round is None else teacher_round),
+                 "teacher_role": teacher_role, "student_role": student_role,
                  "judge_model": judge_model, "rubric": rubric, "template_hash": template_hash, "mode": mode,
                  "source": source}
         with self.transaction() as cur:

@@ -149,6 +149,8 @@ SELECT_RESPONSES_FOR_JUDGE = """
 SELECT r.id AS response_id, i.text AS instruction, i.input, r.text AS response
 FROM instructions i JOIN responses r ON r.instruction_id = i.id
 WHERE {where} AND list_contains(?, r.role)
+  AND (?::VARCHAR IS NULL OR r.id NOT IN (SELECT target_id FROM judgments
+                                          WHERE target_kind = 'response' AND judge_model = ? AND rubric = ?))
 ORDER BY i.rowid, r.rowid
 LIMIT ?
 """
@@ -232,9 +234,13 @@ class JudgmentQueries:
 
     # -- judge job inputs ---------------------------------------------------------------------
 
-    def responses_for_judge(self, f: ExploreFilter, roles: list[str], limit: int) -> list[dict]:
+    def responses_for_judge(self, f: ExploreFilter, roles: list[str], limit: int,
+                            unjudged_by: tuple[str, str] | None = None) -> list[dict]:
+        """unjudged_by: (judge model, rubric): only responses with no verdict of that judge."""
         where, values = self.explore_where(f)
-        return self._dicts(SELECT_RESPONSES_FOR_JUDGE.format(where=where), values + [list(roles), int(limit)])
+        judge_model, rubric = unjudged_by or (None, None)
+        return self._dicts(SELECT_RESPONSES_FOR_JUDGE.format(where=where),
+                           values + [list(roles), judge_model, judge_model, rubric, int(limit)])
 
     def pairs_for_judge(self, f: ExploreFilter, role_a: str, role_b: str, limit: int) -> list[dict]:
         where, values = self.explore_where(f)
