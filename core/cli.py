@@ -356,6 +356,14 @@ def _round_via_owner(root: Path, recipe: str, a) -> int:
     return _print_json_or(status, a, _round_lines(status))
 
 
+def cmd_feedback(a) -> int:
+    """Zephyr AI feedback (core.feedback): pairs from a judge's aspect ratings of a pool's answers."""
+    r = run_op(resolve_workspace_path(a.workspace), "binarise",
+               {"judge": a.judge, "roles": a.role, "rubric": a.rubric, "seed": a.seed, "round": a.round,
+                "min_margin": a.min_margin, "datasets": a.dataset or []})
+    return _print_json_or(r, a, [r["line"]])
+
+
 def cmd_curate(a) -> int:
     root = resolve_workspace_path(a.workspace)
     if a.action == "create":
@@ -580,6 +588,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=256, help="tokens per answer at most")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("binarise", parents=[common],
+                       help="Zephyr AI feedback: preference pairs from a judge's aspect ratings of a pool's answers "
+                            "(chosen = best mean, rejected = a random lower one, ties dropped)")
+    p.add_argument("--judge", "-j", required=True, help="the judge model whose aspect ratings are read")
+    p.add_argument("--role", "-r", action="append", required=True,
+                   help="a pool role; repeat: --role pool_1 --role pool_2")
+    p.add_argument("--rubric", default="zephyr_aspects", help="a per-aspect rubric (default: zephyr_aspects)")
+    p.add_argument("--seed", type=int, default=0, help="the draw of the rejected answer (default 0)")
+    p.add_argument("--round", type=int, default=0, help="the round of the answers and pairs (default 0)")
+    p.add_argument("--min-margin", type=float, default=0.0, dest="min_margin",
+                   help="rejected only among answers at least this much lower (default 0: any lower one)")
+    p.add_argument("--dataset", "-d", action="append", help="only the prompts of this dataset (repeat)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("round", parents=[common], help="rounds of a recipe: run, status, compare")
     p.add_argument("action", choices=("run", "status", "compare"),

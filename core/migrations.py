@@ -494,4 +494,28 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    (
+        "0012_pair_feedback",
+        [
+            # Zephyr's AI feedback (core.feedback): one row per preference pair binarisation wrote:
+            # which judge, rubric and template rated it, both sides' means, the margin, the
+            # per-aspect ratings with the judgment ids that hold their rationales, the seed and the
+            # params (pool roles, min_margin) of the draw. preference_pairs stays as imports write it.
+            """
+            CREATE TABLE pair_feedback (
+                pair_id        VARCHAR PRIMARY KEY,   -- preference_pairs.id
+                judge_model    VARCHAR NOT NULL,
+                rubric         VARCHAR NOT NULL,      -- zephyr_aspects (its rows: zephyr_aspects.<aspect>)
+                template_hash  VARCHAR NOT NULL,      -- of the judge prompt the ratings came from
+                chosen_score   DOUBLE NOT NULL,       -- mean of the chosen answer's aspect scores
+                rejected_score DOUBLE NOT NULL,
+                margin         DOUBLE NOT NULL,       -- chosen_score - rejected_score, > 0
+                ratings        JSON NOT NULL,         -- {chosen|rejected: {response_id, score, aspects: {a: {score, judgments}}}}
+                seed           BIGINT NOT NULL,       -- the draw of the rejected answer
+                params         JSON,                  -- {roles, min_margin}
+                created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ],
+    ),
 ]

@@ -178,6 +178,16 @@ def _round_compare(ws, args: dict) -> dict:
     return rounds.compare(ws, args["a"], args["b"])
 
 
+def _binarise(ws, args: dict) -> dict:
+    from core import feedback
+
+    summary = feedback.binarise(ws, args["judge"], list(args["roles"]), rubric=args.get("rubric") or feedback.DEFAULT_RUBRIC,
+                                seed=int(args.get("seed") or 0), round=int(args.get("round") or 0),
+                                selection=selection_from_dict({"datasets": args.get("datasets") or []}),
+                                min_margin=float(args.get("min_margin") or 0.0))
+    return summary.as_dict() | {"line": summary.line()}
+
+
 def _curate_create(ws, args: dict) -> dict:
     from core import curate
 
@@ -220,6 +230,7 @@ OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "difficulty_chain": _difficulty_chain, "evaluate": _evaluate, "curate_create": _curate_create, "curate_list": _curate_list,
     "curate_explain": _curate_explain, "curate_diff": _curate_diff, "curate_export": _curate_export,
     "round_start": _round_start, "round_status": _round_status, "round_compare": _round_compare,
+    "binarise": _binarise,
 }
 
 

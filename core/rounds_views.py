@@ -298,7 +298,8 @@ def nice_bin_width(values: list[float], bins: int = MFD_BINS) -> float:
 
 def mfd_overlay_frame(cmp: dict, bin_width: float | None = None) -> tuple[pd.DataFrame, float]:
     """(round, bin_start, n) of both rounds' MFD values on the same bins, and the bin width."""
-    series = {cmp[s]["round"]: list((cmp[s].get("mfd") or {}).get("values") or []) for s in ("a", "b")}
+    labels = side_labels(cmp)
+    series = {labels[s]: list((cmp[s].get("mfd") or {}).get("values") or []) for s in ("a", "b")}
     values = [v for vs in series.values() for v in vs]
     w = float(bin_width) if bin_width else nice_bin_width(values)
     rows = []
@@ -311,14 +312,21 @@ def mfd_overlay_frame(cmp: dict, bin_width: float | None = None) -> tuple[pd.Dat
     return pd.DataFrame(rows, columns=["round", "bin_start", "n"]), w
 
 
+def side_labels(cmp: dict) -> dict[str, str]:
+    """The two sides' names in charts: their round ids, marked A and B when both are one round
+    (a round compared with itself would otherwise merge into one series)."""
+    a, b = cmp["a"]["round"], cmp["b"]["round"]
+    return {"a": a, "b": b} if a != b else {"a": f"{a} (A)", "b": f"{b} (B)"}
+
+
 def task_mix_frame(cmp: dict) -> pd.DataFrame:
     """(round, task, n, share) of each round's training snapshot (its members per task)."""
-    rows = []
+    rows, labels = [], side_labels(cmp)
     for side in ("a", "b"):
         f = cmp[side]
         mix = f.get("task_mix") or []
         counts = {str(t.get("task")): int(t.get("final", t.get("after", 0)) or 0) for t in mix}
         total = sum(counts.values())
-        rows += [{"round": f["round"], "task": task, "n": n, "share": n / total if total else 0.0}
+        rows += [{"round": labels[side], "task": task, "n": n, "share": n / total if total else 0.0}
                  for task, n in counts.items()]
     return pd.DataFrame(rows, columns=["round", "task", "n", "share"])

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import REPO
 
+from core import rounds
 from core.demo import build_demo
 from core.store import EXPLORE_ORDERS
 from core.store.documents import DocumentFilter
@@ -150,7 +151,8 @@ def serve(root: Path, log_dir: Path):
     log_path = log_dir / "streamlit.log"
     env = dict(os.environ, WINNOW_WORKSPACE=str(root), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # an edit elsewhere in the checkout must not rerun the app
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -611,3 +613,61 @@ def test_difficulty_delta_slider_with_the_keyboard(difficulty_demo, tmp_path_fac
             browser.close()
 
     assert not outbound, f"the browser sent {len(outbound)} request(s) to other hosts: {outbound}"
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny round, started in the browser, watched to the end
+# --------------------------------------------------------------------------------------------
+
+ROUNDS_SHOT = REPO / "docs" / "screenshot-rounds.png"
+ROUND_S = 600  # one synthetic round on 2 busy cores takes 1–3 minutes
+
+
+def test_a_tiny_round_started_in_the_browser_runs_to_the_end(tmp_path_factory):
+    """Paste a one-round synthetic TAPIR recipe on the Rounds page, press Start, and watch the
+    run's status reach "done" (1 of 1 rounds): the app's owner thread advanced every step (jobs,
+    snapshots, a training job, an evaluation) while the page only showed it."""
+    import yaml
+    from test_rounds import synthetic_recipe
+
+    folder = tmp_path_factory.mktemp("browser-rounds")
+    recipe = synthetic_recipe(folder, name="browser-adder", rounds_=1)
+    recipe["train"] = recipe["train"] | {"max_steps": 10}
+    Workspace(folder / "ws").close()
+    expect.set_options(timeout=WAIT_MS)
+    with serve(folder / "ws", folder) as running, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = new_page(browser)
+            outbound = watch_requests(page)
+            page.goto(f"{running['url']}/Rounds", wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name="Rounds", exact=True)).to_be_visible()
+            wait_idle(page)
+            page.get_by_text("Paste YAML").click()
+            box = page.locator('[data-testid="stTextArea"]', has_text="Recipe YAML").locator("textarea")
+            expect(box).to_be_visible()
+            box.fill(yaml.safe_dump(recipe, sort_keys=False))
+            box.press("Control+Enter")  # commit the text (a rerun shows the recipe's facts)
+            wait_idle(page)
+            start = page.get_by_role("button", name="Start", exact=True)
+            expect(start).to_be_enabled()
+            start.click()
+            expect(page.get_by_text("Started run browser-adder", exact=False)).to_be_visible()
+            assert_no_exception(page, "Rounds, after Start")
+            # the live panel refreshes every 2 s while the run is active
+            expect(metric_value(page, "Run status")).to_have_text("done", timeout=ROUND_S * 1000)
+            expect(metric_value(page, "Rounds done")).to_have_text("1 / 1")
+            wait_idle(page)
+            expect(page.locator('[data-testid="stSelectbox"]', has_text="Run").locator("input").first).to_have_value(
+                re.compile("^browser-adder · done · 1 of 1 rounds"))
+            assert_no_exception(page, "Rounds, after the round")
+            shot(page, "rounds")
+            readme_shot(page, ROUNDS_SHOT)
+        finally:
+            browser.close()
+    assert_nothing_left_the_machine(outbound)
+    with Workspace(folder / "ws") as ws:
+        status = rounds.run_status(ws, "browser-adder")
+        assert status["status"] == "done" and status["rounds"][0]["model"] == "browser-adder-r1"
+        assert all(s["status"] == "done" for s in status["rounds"][0]["steps"])
+        assert ws.model_lineage("browser-adder-r1")["round"] == 1

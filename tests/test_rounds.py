@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core import rounds, synthetic
+from core import jobs, rounds, synthetic
 from core.recipes import RecipeError, load_recipe
 from core.train.scratch import build_char_student
 from core.workspace import Workspace
@@ -184,3 +184,56 @@ def test_a_driver_killed_mid_round_continues_and_does_no_step_twice(tmp_path):
         assert len([j for j in after if j.startswith("train-")]) == 1
         assert set(after) - set(before) <= set(job_ids)
         assert ws.model_lineage("adder-r1")["steps"] == 60
+
+
+@pytest.mark.slow
+def test_tapir_tiny_runs_two_rounds_from_the_command_line_with_the_builtin_models(tmp_path):
+    """recipes/tapir-tiny.yaml as shipped (SmolLM2-135M teaches and judges, tiny-random learns),
+    shrunk to a few prompts so the test stays short, through `winnow round run` in a real process:
+    every step, the LLM expansion and style rewriting included, then status and compare."""
+    recipe = yaml.safe_load((REPO / "recipes" / "tapir-tiny.yaml").read_text(encoding="utf-8"))
+    recipe["data"]["files"] = {k: str((REPO / "recipes" / v).resolve()) for k, v in recipe["data"]["files"].items()}
+    recipe["data"]["limit"] = 8
+    recipe["generate"]["max_tokens"] = 24
+    recipe["tapir"] |= {"seeds": 2, "delta": 0.0}
+    recipe["train"] |= {"max_steps": 3}
+    recipe["evaluate"] |= {"limit": 3, "max_tokens": 16}
+    path = tmp_path / "tapir-tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    ws_root = tmp_path / "ws"
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+
+    def winnow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core.cli", *args, "--workspace", str(ws_root)], env=env,
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+
+    ran = winnow("round", "run", str(path), "--rounds", "2", "--json")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    status = json.loads(ran.stdout)
+    assert status["status"] == "done" and [r["model"] for r in status["rounds"]] == ["tapir-tiny-r1", "tapir-tiny-r2"]
+    for r in status["rounds"]:
+        steps = {s["name"]: s for s in r["steps"]}
+        assert all(s["status"] == "done" for s in steps.values())
+        assert steps["expand seeds"]["job_id"] and steps["train"]["job_id"]
+        assert r["metrics"]["evaluation"]["n_prompts"] == 3
+    shown = winnow("round", "status")
+    assert shown.returncode == 0 and "run tapir-tiny (tapir): done, 2 of 2 rounds done" in shown.stdout
+    compared = winnow("round", "compare", "tapir-tiny/1", "tapir-tiny/2", "--json")
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    cmp = json.loads(compared.stdout)
+    assert cmp["a"]["model"] == "tapir-tiny-r1" and cmp["b"]["student"] == "tapir-tiny-r1"
+    assert cmp["head_to_head"]["model_a"] == "tapir-tiny-r2"
+    with Workspace(ws_root) as ws:
+        lineage = ws.model_lineage("tapir-tiny-r2")
+        assert lineage["base_model"] == "tapir-tiny-r1" and lineage["round"] == 2
+        # every reply of the expansion job is a new instruction with its seed as parent, or a
+        # counted drop (cut off, a copy of the seed, ...): nothing vanishes unexplained
+        steps = {s["name"]: s for s in status["rounds"][0]["steps"]}
+        seeds = set(rounds._members(steps["seeds"]["outputs"]["parquet"]))
+        job_dir = ws.job_dir(steps["expand seeds"]["job_id"])
+        replies = [row for shard in jobs.finished_shards(job_dir) for row in jobs.read_shard(shard).to_pylist()]
+        assert len(replies) == len(seeds) and all(r["parent_id"] in seeds for r in replies)
+        from core.expand import DROP_REASONS
+
+        assert all((r["dropped"] is None and r["id"] and r["text"]) or r["dropped"] in DROP_REASONS
+                   for r in replies), replies

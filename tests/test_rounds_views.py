@@ -206,3 +206,20 @@ def test_task_mix_shares_per_round():
     assert [t.name for t in fig.data] == ["adder/1", "adder/2"]
     assert list(fig.data[0].y) == [0.75, 0.25] and list(fig.data[0].customdata) == [6, 2]
     assert charts.round_task_mix(frame.iloc[0:0]).layout.annotations
+
+
+def test_a_round_compared_with_itself_keeps_two_series_in_every_chart():
+    """Found by the browser test: with one finished round the page compares it with itself, and
+    grouping by round id merged both sides (a task twice in one bar group: a crash)."""
+    from core import charts
+
+    facts = {"round": "run/1", "model": "m", "student": "s", "evaluation": None,
+             "task_mix": [{"task": "math", "after": 3}, {"task": "code_generation", "after": 1}],
+             "mfd": {"n": 3, "mean": 1.0, "values": [0.0, 1.0, 2.0]}}
+    cmp = {"a": facts, "b": facts, "mfd_shift": 0.0, "head_to_head": None}
+    mix = views.task_mix_frame(cmp)
+    assert set(mix["round"]) == {"run/1 (A)", "run/1 (B)"} and len(mix) == 4
+    assert len(charts.round_task_mix(mix).data) == 2
+    overlay, width = views.mfd_overlay_frame(cmp)
+    assert set(overlay["round"]) == {"run/1 (A)", "run/1 (B)"}
+    charts.mfd_overlay(overlay, width)

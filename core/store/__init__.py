@@ -25,6 +25,7 @@ from core.store.evaluations import EvaluationQueries
 from core.store.expand import ExpandQueries
 from core.store.explore import EXPLORE_FILTERS, EXPLORE_ORDERS, ExploreQueries
 from core.store.export import ExportQueries
+from core.store.feedback import FeedbackQueries
 from core.store.imports import _INSERT_BY_TABLE, ImportQueries  # noqa: F401 (tests add tables to the map)
 from core.store.jobs import JobQueries
 from core.store.judgments import JudgmentQueries
@@ -52,5 +53,5 @@ WorkspaceBusy.__module__ = __name__
 
 class Store(BaseStore, ImportQueries, ExploreQueries, JudgmentQueries, JobQueries, ModelQueries, ExportQueries,
             BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries,
-            EvaluationQueries, RoundQueries, ExpandQueries):
+            EvaluationQueries, RoundQueries, ExpandQueries, FeedbackQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""
