@@ -30,6 +30,7 @@ EXPLORE_PAGE = "app_pages/2_Explore.py"
 JOBS_PAGE = "app_pages/5_Jobs.py"
 REVIEW_PAGE = "app_pages/9_Review.py"
 CURATE_PAGE = "app_pages/8_Curate.py"
+TRAIN_PAGE = "app_pages/10_Train.py"
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,12 @@ def next_step(o: Overview) -> Step:
                     "Combine it with the other filters and save the result as an immutable snapshot.",
                     CURATE_PAGE, {}, "Curate a snapshot")
     saved = f"Snapshot {o.latest_snapshot} is saved." if o.latest_snapshot else "A snapshot is saved."
-    return Step("train", "Export the snapshot to train",
-                f"{saved} Training is not built into Winnow yet: export the snapshot (the Curate page, Snapshots, "
-                "Export tab) and train on the file with your own trainer, then add the trained model on the Models "
-                "page to generate and judge the next round.",
-                CURATE_PAGE, {}, "Export the snapshot")
+    return Step("train", "Train on the snapshot",
+                f"{saved} Train a model on it (the Train page: pick the snapshot, a base model and the settings); "
+                "the trained model is registered with its lineage and can answer, judge or be the next round's "
+                "student at once. To run whole rounds (difficulty, seeds, expansion, training, evaluation) from a "
+                "recipe, use the Rounds page.",
+                TRAIN_PAGE, {}, "Train a model")
 
 
 def round_goals(o: Overview) -> list[Goal]:

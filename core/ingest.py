@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html.parser
 import io
 import json
 import math
@@ -30,6 +29,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core import corpus
+from core.corpus import CorpusOptions, normalise_for_dedup
 from core.ids import content_id
 
 FORMATS = ("alpaca", "messages", "sharegpt", "prompts", "preference", "corpus")
@@ -106,9 +107,10 @@ class FileCheck:
     sha256: str
     records: list[Record] = field(default_factory=list)
     documents: list[Document] = field(default_factory=list)
+    drops: list[corpus.Drop] = field(default_factory=list)  # corpus passages the filters dropped, with why
     rejected: list[Rejected] = field(default_factory=list)
     fatal: str | None = None  # the file as a whole is unreadable (empty, not JSON, unknown format)
-    n_read: int = 0  # records or segments seen, valid or not
+    n_read: int = 0  # records or passages seen, valid, dropped or not
 
     @property
     def ok(self) -> bool:
@@ -498,103 +500,18 @@ def iter_records(path: Path, data: bytes) -> Iterator[tuple[int, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CorpusOptions:
-    min_chars: int = 200
-    max_chars: int = 2000
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_chars < self.max_chars:
-            raise ValueError(f"need 0 < min_chars < max_chars, got {self.min_chars} and {self.max_chars}")
-
-
-class _HTMLText(html.parser.HTMLParser):
-    """Visible text of an HTML page, with block elements as paragraph breaks."""
-
-    BLOCKS = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "pre", "section", "article"}
-    SKIP = {"script", "style", "head", "nav", "footer", "noscript"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag in self.BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag):
-        if tag in self.SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self.BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data):
-        if not self.skipping:
-            self.parts.append(data)
-
-
-# rst underlines, code fences, directives, and interactive-session lines (>>> and ...): markup and
-# code are not prose, and prose is what backtranslation wants.
-_MARKUP_LINE = re.compile(r"^\s*([=\-~^*#`:.]{3,}|\.\. \w+::.*|>>>.*|\.\.\.(\s.*)?)\s*$")
+# CorpusOptions and the extraction, segmentation and filters live in core/corpus.py.
 
 
 def clean_text(text: str, suffix: str) -> str:
-    if suffix in (".html", ".htm"):
-        parser = _HTMLText()
-        parser.feed(text)
-        text = "".join(parser.parts)
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-    lines = ["" if _MARKUP_LINE.match(line) else line for line in lines]
-    return "\n".join(lines)
+    """A file's main content as plain text: its blocks (headings, paragraphs, code) one per paragraph."""
+    return "\n\n".join(block.text for block in corpus.extract_blocks(text, suffix))
 
 
 def segment_text(text: str, options: CorpusOptions) -> list[tuple[int, str]]:
-    """Group paragraphs into documents of at most max_chars; keep those of at least min_chars.
-
-    Returns (first line, text) pairs. A paragraph longer than max_chars is cut at sentence ends.
-    """
-    paragraphs: list[tuple[int, str]] = []
-    start, buf = 0, []
-    for number, line in enumerate(text.split("\n"), 1):
-        if line.strip():
-            if not buf:
-                start = number
-            buf.append(line.strip())
-        elif buf:
-            paragraphs.append((start, " ".join(buf)))
-            buf = []
-    if buf:
-        paragraphs.append((start, " ".join(buf)))
-
-    pieces: list[tuple[int, str]] = []
-    for line, para in paragraphs:
-        while len(para) > options.max_chars:
-            cut = para.rfind(". ", 0, options.max_chars)
-            cut = cut + 1 if cut > options.min_chars else options.max_chars
-            pieces.append((line, para[:cut].strip()))
-            para = para[cut:].strip()
-        if para:
-            pieces.append((line, para))
-
-    docs: list[tuple[int, str]] = []
-    cur_line, cur = 0, ""
-    for line, piece in pieces:
-        if cur and len(cur) + 2 + len(piece) > options.max_chars:
-            docs.append((cur_line, cur))
-            cur = ""
-        if not cur:
-            cur_line = line
-        cur = f"{cur}\n\n{piece}" if cur else piece
-    if cur:
-        docs.append((cur_line, cur))
-    return [(line, doc) for line, doc in docs if len(doc) >= options.min_chars]
-
-
-def normalise_for_dedup(text: str) -> str:
-    return " ".join(text.lower().split())
+    """Plain text → the (first line, text) of the passages the filters keep (see core.corpus)."""
+    kept, _ = corpus.segment_document(text, ".txt", options)
+    return [(p.line, p.text) for p in kept]
 
 
 def corpus_files(path: Path) -> list[Path]:
@@ -603,7 +520,9 @@ def corpus_files(path: Path) -> list[Path]:
     return [path]
 
 
-def check_corpus_file(path: Path, data: bytes, options: CorpusOptions) -> FileCheck:
+def check_corpus_file(path: Path, data: bytes, options: CorpusOptions, seen: set[str] | None = None) -> FileCheck:
+    """Extract, segment and filter one corpus file. `seen` (normalised texts already kept)
+    deduplicates across files when one set is passed for all of them."""
     check = FileCheck(path=path, format="corpus", sha256=hashlib.sha256(data).hexdigest())
     try:
         text = data.decode("utf-8-sig")
@@ -611,12 +530,11 @@ def check_corpus_file(path: Path, data: bytes, options: CorpusOptions) -> FileCh
         line = data[: exc.start].count(b"\n") + 1
         check.fatal = f"line {line}: invalid UTF-8 at byte {exc.start + 1}"
         return check
-    title = path.stem
-    # A file with no passage long enough simply yields nothing; the caller rejects an import
-    # that yields no document at all.
-    for segment, (line, doc) in enumerate(segment_text(clean_text(text, path.suffix.lower()), options)):
-        check.n_read += 1
-        check.documents.append(Document(line=line, segment=segment, text=doc, title=title))
+    # A file with no passage that passes the filters simply yields nothing; the caller rejects an
+    # import that yields no document at all.
+    kept, check.drops = corpus.segment_document(text, path.suffix.lower(), options, title=path.stem, seen=seen)
+    check.n_read = len(kept) + len(check.drops)
+    check.documents = [Document(line=p.line, segment=p.segment, text=p.text, title=p.title) for p in kept]
     return check
 
 
@@ -776,34 +694,57 @@ def _record_columns(check: FileCheck, dataset_id: str, source: str) -> tuple[dic
     return ins, res, pairs
 
 
-def _document_columns(check: FileCheck, dataset_id: str, source: str) -> dict:
+def _document_columns(check: FileCheck, dataset_id: str, source: str,
+                      seen: set[str]) -> tuple[dict, list[corpus.Drop]]:
+    """Columns of the file's new documents, and the passages an earlier file of this import
+    already holds (`seen`: document ids, shared across the import's files), as duplicate drops."""
     docs: dict[str, list] = {k: [] for k in ("id", "dataset_id", "text", "title", "n_chars",
                                              "source_file", "source_line", "segment")}
-    seen: set[str] = set()
+    duplicates: list[corpus.Drop] = []
     for d in check.documents:
         did = content_id(dataset_id, normalise_for_dedup(d.text))
         if did in seen:
+            duplicates.append(corpus.Drop(d.text, d.title, d.line, d.segment, corpus.DUPLICATE))
             continue
         seen.add(did)
         for key, value in (("id", did), ("dataset_id", dataset_id), ("text", d.text), ("title", d.title),
                            ("n_chars", len(d.text)), ("source_file", source), ("source_line", d.line),
                            ("segment", d.segment)):
             docs[key].append(value)
-    return docs
+    return docs, duplicates
+
+
+def _drop_columns(drops: list[corpus.Drop], dataset_id: str, source: str) -> dict:
+    cols: dict[str, list] = {k: [] for k in ("id", "dataset_id", "source_file", "source_line", "segment",
+                                             "title", "reason", "n_chars", "excerpt")}
+    for d in drops:
+        did = content_id("drop", dataset_id, source, str(d.segment), d.reason, normalise_for_dedup(d.text))
+        for key, value in (("id", did), ("dataset_id", dataset_id), ("source_file", source),
+                           ("source_line", d.line), ("segment", d.segment), ("title", d.title),
+                           ("reason", d.reason), ("n_chars", d.n_chars), ("excerpt", d.excerpt)):
+            cols[key].append(value)
+    return cols
 
 
 def write_checks(store, cur, dataset: str, checks: list[FileCheck]) -> list[dict]:
     """Write the valid records of each checked file, and its rejects, in the caller's transaction."""
     dataset_id = content_id("dataset", dataset)
     files = []
+    corpus_seen: set[str] = set()  # document ids of this import's earlier corpus files
     for check in checks:
         source = _source_name(check.path)
         store.ensure_dataset(cur, dataset_id, dataset, DATASET_KIND.get(check.format, "mixed"))
         import_id = content_id("import", dataset_id, check.sha256, datetime.now(timezone.utc).isoformat())
         n_new = n_new_responses = 0
+        n_valid, drops = check.n_valid, []
         if check.format == "corpus":
-            for table in _chunks(_document_columns(check, dataset_id, source), WRITE_CHUNK_ROWS):
+            docs, duplicates = _document_columns(check, dataset_id, source, corpus_seen)
+            for table in _chunks(docs, WRITE_CHUNK_ROWS):
                 n_new += store.insert_batch(cur, "documents", table)
+            # A passage another file of this import holds is a drop, not a duplicate of the catalog.
+            n_valid, drops = n_valid - len(duplicates), check.drops + duplicates
+            for table in _chunks(_drop_columns(drops, dataset_id, source), WRITE_CHUNK_ROWS):
+                store.insert_corpus_drops(cur, table)
         else:
             ins, res, pairs = _record_columns(check, dataset_id, source)
             for table in _chunks(ins, WRITE_CHUNK_ROWS):
@@ -823,8 +764,11 @@ def write_checks(store, cur, dataset: str, checks: list[FileCheck]) -> list[dict
         }
         for table in _chunks(rejects, WRITE_CHUNK_ROWS):
             store.insert_batch(cur, "import_rejects", table)
-        files.append(_record_import(store, cur, import_id, dataset_id, source, check.sha256, check.format,
-                                    check.n_read, n_new, n_new_responses, check.n_valid, len(check.rejected)))
+        summary = _record_import(store, cur, import_id, dataset_id, source, check.sha256, check.format,
+                                 check.n_read, n_new, n_new_responses, n_valid, len(check.rejected))
+        if check.format == "corpus":
+            summary["dropped"] = len(drops)
+        files.append(summary)
     return files
 
 

@@ -518,4 +518,54 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    (
+        "0013_rankings",
+        [
+            # Tuna's rankings (core.ranking): one row per ranked instruction. response_ids is best
+            # first; scores are aligned with it (probabilistic: mean token log-probs; contextual: NULL
+            # or the judge's own values). A contextual ranking that did not parse has NULL
+            # response_ids, its raw text and the parse error.
+            """
+            CREATE TABLE rankings (
+                id             VARCHAR NOT NULL,      -- hash(method, instruction, role, model, judge, round, ranked ids)
+                instruction_id VARCHAR NOT NULL,
+                method         VARCHAR NOT NULL,      -- probabilistic | contextual
+                role           VARCHAR NOT NULL,      -- the ranked answers' role
+                model          VARCHAR NOT NULL,      -- the ranked answers' model
+                judge          VARCHAR,               -- contextual: the judge model; probabilistic: NULL
+                template_hash  VARCHAR,               -- contextual: the judge prompt
+                response_ids   JSON,                  -- best first; NULL when a contextual ranking is invalid
+                scores         JSON,                  -- aligned with response_ids
+                raw            VARCHAR,               -- contextual: the judge's raw output
+                parse_error    VARCHAR,
+                round          INTEGER NOT NULL DEFAULT 0,
+                params         JSON,
+                created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            "CREATE INDEX rankings_instruction ON rankings (instruction_id)",
+        ],
+    ),
+    (
+        "0014_corpus_drops",
+        [
+            # Corpus passages the importer dropped (core.corpus), each with its reason: too_short,
+            # too_long, duplicate, heading_caps (a heading mostly in capitals) or chrome
+            # (navigation, footers); ids are content hashes, so a re-import records nothing twice.
+            """
+            CREATE TABLE corpus_drops (
+                id          VARCHAR PRIMARY KEY,
+                dataset_id  VARCHAR NOT NULL,
+                source_file VARCHAR NOT NULL,
+                source_line INTEGER,
+                segment     INTEGER,
+                title       VARCHAR,
+                reason      VARCHAR NOT NULL,   -- too_short | too_long | duplicate | heading_caps | chrome
+                n_chars     INTEGER NOT NULL,
+                excerpt     VARCHAR,
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ],
+    ),
 ]

@@ -292,11 +292,12 @@ def tapir_round(r: Round) -> RoundResult:
               needed=bool(todo))
         roles = [STYLED, TEACHER]
 
-    # 5. Quality floor (optional): the judge scores the new answers, the training set keeps min_score.
-    if rc.min_score is not None and _dataset_exists(ws, expanded):
-        expansions = ExploreFilter(datasets=[expanded])
-        r.job("judge expansions", "judge", judge_params | {"roles": roles}, expansions,
-              needed=_unjudged(ws, expansions, rc, [(role, n) for role in roles]))
+    # 5. Quality floor (optional): the judge scores this round's new answers (to the expansions,
+    #    and the styled rewrites), the training set keeps min_score.
+    if rc.min_score is not None:
+        training_pool = ExploreFilter(datasets=datasets)
+        r.job("judge new answers", "judge", judge_params | {"roles": roles}, training_pool,
+              needed=_unjudged(ws, training_pool, rc, [(role, n) for role in roles]))
 
     # 6. The training set, with α_r: the hard samples (MFD > δ, and the expansions) carry at least
     #    the share α_r = α_1 + (r − 1)·Δα of the loss (see alpha_weights).

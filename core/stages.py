@@ -306,7 +306,8 @@ def _select_judge_targets(ws, p: JudgeParams, selection, limit: int) -> pa.Table
         if not rows:
             raise ValueError(f"no instruction in the selection has two or more answers of {', '.join(roles)}")
         return judge_stage.list_input_table(rows)
-    judged_by = (ws.model(p.model).name if isinstance(p.model, str) else p.model["name"], judge.get_rubric(p.rubric).name)
+    judged_by = (ws.model(p.model).name if isinstance(p.model, str) else p.model["name"], judge.get_rubric(p.rubric).name,
+                 None if p.mode == "auto" else p.mode)
     rows = ws.store.responses_for_judge(selection, roles, limit, unjudged_by=judged_by if p.unjudged else None)
     if not rows:
         raise ValueError(f"the selection holds no response with role {', '.join(roles)}"

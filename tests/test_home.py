@@ -59,15 +59,15 @@ def test_a_judge_with_few_labels_goes_to_the_review_queue_of_its_suggestions():
     assert "12 of the 30" in step.why
 
 
-def test_enough_labels_go_to_curate_then_a_snapshot_to_export():
+def test_enough_labels_go_to_curate_then_a_snapshot_to_train():
     labelled = judge_summary(labels=home.MIN_JUDGE_LABELS)
     assert home.next_step(home.Overview(**DATA, judge=labelled)).key == "curate"
     # With fewer judged targets than the round's 30 labels, labelling all of them is enough.
     small = judge_summary(labels=6, judged=6)
     assert small.labels_needed == 6 and home.next_step(home.Overview(**DATA, judge=small)).key == "curate"
     train = home.next_step(home.Overview(**DATA, judge=labelled, snapshots=1, latest_snapshot="round1"))
-    assert train.key == "train" and train.page == "app_pages/8_Curate.py"
-    assert "round1" in train.why and "not built into Winnow yet" in train.why  # honest: no trainer here
+    assert train.key == "train" and train.page == "app_pages/10_Train.py"
+    assert "round1" in train.why and "Rounds page" in train.why
 
 
 def test_a_running_demo_says_so_first():
@@ -163,10 +163,11 @@ def test_router_names_home_first_and_every_page(app_env):
     assert pages[0]["page_name"] == "Home" and pages[0]["url_pathname"] == ""  # the default page, at /
     titles = [p["page_name"] for p in pages]
     assert titles == ["Home", "Import", "Explore", "Models", "Jobs", "Review", "Judgments", "Difficulty & tasks",
-                      "Curate", "Export"]
+                      "Curate", "Export", "Train", "Rounds"]
     assert "app" not in titles
     # The pages keep the URLs they had before the router (bookmarks still work).
-    assert {p["url_pathname"] for p in pages[1:]} >= {"Explore", "Jobs", "Difficulty_and_Tasks", "Review"}
+    assert {p["url_pathname"] for p in pages[1:]} >= {"Explore", "Jobs", "Difficulty_and_Tasks", "Review", "Train",
+                                                      "Rounds"}
 
 
 def test_home_steps_from_import_to_judge_to_review(app_ws, pairs_file):

@@ -265,26 +265,32 @@ def test_corpus_folder_cleaned_segmented_deduplicated_filtered(workspace, tmp_pa
         put(folder / name, content)
     summary = workspace.import_paths([folder], "docs", corpus=OPTIONS)
     per_file = {Path(f["file"]).name: (f["read"], f["new"], f["duplicates"]) for f in summary.files}
-    assert per_file == {"a.txt": (2, 2, 0), "b.md": (2, 1, 1), "c.rst": (3, 2, 1), "d.html": (2, 2, 0),
-                        "e.txt": (0, 0, 0)}
+    # read = passages kept + dropped; a repeat across the files of one import is dropped as a
+    # duplicate (core.corpus), so "duplicates" (already in the catalog) stays 0 on a first import
+    assert per_file == {"a.txt": (2, 2, 0), "b.md": (2, 1, 0), "c.rst": (3, 1, 0), "d.html": (2, 2, 0),
+                        "e.txt": (1, 0, 0)}
+    assert {Path(f["file"]).name: f["dropped"] for f in summary.files} == {
+        "a.txt": 0, "b.md": 1, "c.rst": 2, "d.html": 0, "e.txt": 1}
     got = [(Path(f).name, line, seg, title, text) for f, line, seg, title, text in documents(workspace)]
+    # each passage's title is its heading (the file's name before the first heading)
     assert got == [
         ("a.txt", 1, 0, "a", "Rivers carve valleys over thousands of years, and they carry sand and silt "
                              "down to the sea.\n\nTiny."),
         ("a.txt", 5, 1, "a", "The Shared Paragraph appears in two files and must be stored only once."),
-        ("b.md", 1, 0, "b", "# Tea\n\nGreen tea is steamed or pan-fired soon after picking, which stops oxidation."),
-        ("c.rst", 1, 0, "c", "Mountains\n\nMountains rise slowly where plates collide, and wear down again "
-                             "under rain and ice."),
-        ("c.rst", 6, 1, "c", "Mountains rise slowly where plates collide, and wear down again under rain and ice."),
-        ("d.html", 4, 0, "d", "Glaciers grind rock into fine flour that turns lakes a milky turquoise."),
-        ("d.html", 9, 1, "d", "Deserts can be cold & dry as well as hot."),
+        ("b.md", 3, 0, "Tea", "Green tea is steamed or pan-fired soon after picking, which stops oxidation."),
+        ("c.rst", 4, 0, "Mountains", "Mountains rise slowly where plates collide, and wear down again under rain and ice."),
+        ("d.html", 2, 0, "d", "Glaciers grind rock into fine flour that turns lakes a milky turquoise."),
+        ("d.html", 3, 1, "d", "Deserts can be cold & dry as well as hot."),
     ]
+    drops = workspace.store.corpus_drop_counts("docs")
+    assert sum(drops.values()) == 4 and drops.get("duplicate", 0) >= 2, drops
     stats = workspace.stats()
-    assert stats["documents"] == 7 and stats["instructions"] == 0
+    assert stats["documents"] == 6 and stats["instructions"] == 0
     assert stats["per_dataset"][0]["kind"] == "corpus"
     # Importing the folder again adds nothing.
     again = workspace.import_paths([folder], "docs", corpus=OPTIONS)
-    assert again.n_new == 0 and workspace.stats()["documents"] == 7
+    assert again.n_new == 0 and workspace.stats()["documents"] == 6
+    assert workspace.store.corpus_drop_counts("docs") == drops  # and records no drop twice
 
 
 @pytest.mark.parametrize("name", ["a.txt", "b.md", "c.rst", "d.html"])

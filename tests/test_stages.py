@@ -3,6 +3,7 @@ Jobs page; a shard may feed several tables."""
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_PAIRS, open_page, write_jsonl
 
@@ -116,3 +117,27 @@ def test_demo_pipeline_judges_the_seed_and_labels_tasks_in_the_background(tmp_pa
         verdicts = ws.store._rows("SELECT count(*), count(score), count(*) FILTER (mode = 'probability') "
                                   "FROM judgments WHERE rubric = 'pointwise_5'")[0]
         assert verdicts == (n_seed, n_seed, n_seed), "every seed answer has a probability verdict"
+
+
+def test_the_judge_asks_only_what_it_has_not_judged_when_told_and_asks_failed_calls_again(workspace, tmp_path):
+    """`unjudged`: a round judges its new answers only. An answer with a verdict is left out; one
+    whose call failed (here: an addition-only judge shown a reversal prompt) is asked again."""
+    from core.synthetic import get_task
+
+    addition = get_task("addition")
+    rows = [{"instruction": addition.prompt((47, 38)), "output": "58"},
+            {"instruction": addition.prompt((12, 30)), "output": "24"},
+            {"instruction": "Reverse the letters of: abcde", "output": "edcba"}]
+    workspace.import_paths([write_jsonl(tmp_path / "sums.jsonl", rows)], "sums")
+    workspace.add_model({"name": "adder-judge", "backend": "python", "path": "core.synthetic:addition_judge"})
+    params = {"model": "adder-judge", "rubric": "pointwise_5", "roles": ["seed"], "mode": "probability"}
+    everything = ExploreFilter(datasets=["sums"])
+    job = workspace.create_job("judge", params, everything)
+    jobs.launch(workspace.job_dir(job)).wait(timeout=120)
+    workspace.ingest_job(job)
+    again = workspace.create_job("judge", params | {"unjudged": True}, everything)
+    asked = pq.read_table(workspace.job_dir(again) / jobs.INPUT).to_pylist()  # the job's input snapshot
+    assert [r["instruction"] for r in asked] == ["Reverse the letters of: abcde"]
+    with pytest.raises(ValueError, match="unjudged applies to pointwise rubrics only"):
+        stages.get("judge").make_params({"model": "adder-judge", "rubric": "pairwise", "roles": ["a", "b"],
+                                         "unjudged": True})

@@ -50,11 +50,12 @@ def test_blank_database_applies_and_records_every_migration(tmp_path):
     for table in ("datasets", "imports", "instructions", "responses", "preference_pairs", "documents",
                   "judgments", "reviews", "import_rejects", "schema_migrations",
                   "target_decisions", "latest_edits", "instruction_decisions", "labels", "current_tasks",
-                  "settings", "difficulty", "snapshots", "snapshot_members"):
+                  "settings", "difficulty", "snapshots", "snapshot_members", "evaluations", "round_runs",
+                  "rounds", "round_steps", "pair_feedback", "rankings", "corpus_drops"):
         assert table in tables
     assert {name for name, *_ in _objects(store)["indexes"]} == {
         "responses_by_instruction", "reviews_by_target", "judgments_by_target", "labels_by_target",
-        "difficulty_by_instruction", "snapshot_members_by_snapshot"}
+        "difficulty_by_instruction", "snapshot_members_by_snapshot", "rankings_instruction"}
     store.close()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from core.selection import ExploreFilter
 from core.store.base import BaseStore, BulkUnreadable, WorkspaceBusy, like_pattern
 from core.store.bench import BenchQueries
+from core.store.corpus import CorpusQueries
 from core.store.difficulty import DifficultyQueries
 from core.store.documents import DocumentQueries
 from core.store.evaluations import EvaluationQueries
@@ -33,6 +34,7 @@ from core.store.labels import LabelQueries
 from core.store.models import ModelQueries
 from core.store.overview import OverviewQueries
 from core.store.queue import QueueQueries
+from core.store.ranking import RankingQueries
 from core.store.rounds import RoundQueries
 from core.store.snapshots import SnapshotQueries
 
@@ -53,5 +55,5 @@ WorkspaceBusy.__module__ = __name__
 
 class Store(BaseStore, ImportQueries, ExploreQueries, JudgmentQueries, JobQueries, ModelQueries, ExportQueries,
             BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries,
-            EvaluationQueries, RoundQueries, ExpandQueries, FeedbackQueries):
+            EvaluationQueries, RoundQueries, ExpandQueries, FeedbackQueries, RankingQueries, CorpusQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""

@@ -149,8 +149,12 @@ SELECT_RESPONSES_FOR_JUDGE = """
 SELECT r.id AS response_id, i.text AS instruction, i.input, r.text AS response
 FROM instructions i JOIN responses r ON r.instruction_id = i.id
 WHERE {where} AND list_contains(?, r.role)
+  -- unjudged only: no verdict of this judge and rubric (and mode, when given) whose call went
+  -- through (a failed call is asked again; a prompt too long for the judge is not)
   AND (?::VARCHAR IS NULL OR r.id NOT IN (SELECT target_id FROM judgments
-                                          WHERE target_kind = 'response' AND judge_model = ? AND rubric = ?))
+                                          WHERE target_kind = 'response' AND judge_model = ? AND rubric = ?
+                                            AND (call_error IS NULL OR starts_with(call_error, 'too_long:'))
+                                            AND (?::VARCHAR IS NULL OR mode = ?)))
 ORDER BY i.rowid, r.rowid
 LIMIT ?
 """
@@ -235,12 +239,13 @@ class JudgmentQueries:
     # -- judge job inputs ---------------------------------------------------------------------
 
     def responses_for_judge(self, f: ExploreFilter, roles: list[str], limit: int,
-                            unjudged_by: tuple[str, str] | None = None) -> list[dict]:
-        """unjudged_by: (judge model, rubric): only responses with no verdict of that judge."""
+                            unjudged_by: tuple[str, str, str | None] | None = None) -> list[dict]:
+        """unjudged_by: (judge model, rubric, mode or None): only responses without a verdict of
+        that judge (the same rule as responses_missing_verdicts, so a round's check and its job agree)."""
         where, values = self.explore_where(f)
-        judge_model, rubric = unjudged_by or (None, None)
+        judge_model, rubric, mode = unjudged_by or (None, None, None)
         return self._dicts(SELECT_RESPONSES_FOR_JUDGE.format(where=where),
-                           values + [list(roles), judge_model, judge_model, rubric, int(limit)])
+                           values + [list(roles), judge_model, judge_model, rubric, mode, mode, int(limit)])
 
     def pairs_for_judge(self, f: ExploreFilter, role_a: str, role_b: str, limit: int) -> list[dict]:
         where, values = self.explore_where(f)
