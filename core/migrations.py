@@ -568,4 +568,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    # Slots of the methods issue (filled by each method's work; an empty slot creates nothing).
+    ("0015_preference_labels", []),   # Zephyr: human verdicts on preference pairs
+    ("0016_contextual_rankings", []), # Tuna
+    ("0017_backtranslation", []),     # Humpback
+    ("0018_categories", []),          # CITING: categories, members, revisions
 ]

@@ -42,7 +42,16 @@ import yaml
 from core.curate import SpecError, load_spec
 from core.train.config import TrainConfig
 
-METHODS = ("tapir",)
+# TAPIR's round is core.rounds.tapir_round; each other method's section parser and round function
+# live in its own module (imported when a recipe names the method):
+#   parse_section(section: Mapping) -> (params: dict, models: {key path: model name})
+#       the recipe's `<method>:` section validated, defaults filled, JSON-safe; RecipeError naming
+#       the key (e.g. "zephyr.beta") and the value. `models` are the model names the section
+#       refers to, checked to exist (or be registered) before a run writes anything.
+#   round_function(r: core.rounds.Round) -> core.rounds.RoundResult
+METHOD_MODULES = {"zephyr": "core.methods.zephyr", "humpback": "core.methods.humpback",
+                  "tuna": "core.methods.tuna", "citing": "core.methods.citing"}
+METHODS = ("tapir", *METHOD_MODULES)
 RUN_NAME_CHARS = "letters, digits, '.', '_' or '-'"
 
 
@@ -90,6 +99,8 @@ class Recipe:
     shard_size: int = 16
     threads: int | None = None
     source: str | None = None   # the file it was read from
+    params: dict = field(default_factory=dict)          # the method's own section (not TAPIR's), validated
+    method_models: dict = field(default_factory=dict)   # key path → model name, from that section
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,7 +137,7 @@ def load_recipe(source: str | Path | Mapping, rounds: int | None = None) -> Reci
 
 
 KNOWN = {"name", "method", "rounds", "models", "register", "data", "generate", "judge", "tapir", "train",
-         "evaluate", "shard_size", "threads", "description"}
+         "evaluate", "shard_size", "threads", "description", *METHOD_MODULES}
 
 
 def _parse(d: Mapping, base: Path, where: str | None) -> Recipe:
@@ -138,6 +149,15 @@ def _parse(d: Mapping, base: Path, where: str | None) -> Recipe:
     method = d.get("method", "tapir")
     if method not in METHODS:
         raise RecipeError(f"method: one of {', '.join(METHODS)}, not {method!r}")
+    for other in METHOD_MODULES:
+        if other != method and other in d:
+            raise RecipeError(f"{other}: a section for method {other}, but this recipe's method is {method}")
+    params, method_models = {}, {}
+    if method in METHOD_MODULES:
+        import importlib
+
+        parse_section = importlib.import_module(METHOD_MODULES[method]).parse_section
+        params, method_models = parse_section(_map(method, d.get(method) or {}))
     models = _map("models", d.get("models"))
     _keys("models", models, {"teacher", "judge", "student"})
     for role in ("teacher", "judge", "student"):
@@ -176,7 +196,7 @@ def _parse(d: Mapping, base: Path, where: str | None) -> Recipe:
         kind = judge_mod.get_rubric(rubric).kind
     except ValueError as exc:
         raise RecipeError(f"judge.rubric: {exc}") from exc
-    if kind != "pointwise":
+    if method == "tapir" and kind != "pointwise":
         raise RecipeError(f"judge.rubric: MFD needs a pointwise rubric, not {rubric!r} ({kind})")
     mode = judge.get("mode", "auto")
     if mode not in ("auto", "probability", "generate"):
@@ -205,7 +225,8 @@ def _parse(d: Mapping, base: Path, where: str | None) -> Recipe:
         files=files, limit=_int("data.limit", data.get("limit"), 1, optional=True), generate=generate,
         rubric=rubric, judge_mode=mode, min_score=min_score, tapir=tapir, train=train, evaluate=evaluate,
         shard_size=_int("shard_size", d.get("shard_size", 16), 1),
-        threads=_int("threads", d.get("threads"), 1, optional=True), source=where)
+        threads=_int("threads", d.get("threads"), 1, optional=True), source=where, params=params,
+        method_models=dict(method_models))
 
 
 def _tapir(t: Mapping) -> Tapir:

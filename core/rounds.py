@@ -126,16 +126,18 @@ class Round:
         return self.run_step(self.ws, name, stage, params, selection, limit, self.number if round is None else round,
                              self.recipe.shard_size, needed)
 
-    def train(self, name: str, model: str, snapshot: str, config: dict, base: str) -> str:
-        """A training job from `base` on the snapshot into the model `model`; returns its name once
-        trained and registered."""
+    def train(self, name: str, model: str, snapshot: str, config: dict, base: str, objective: dict | None = None) -> str:
+        """A training job from `base` on the snapshot (or ranking set) into the model `model`;
+        returns its name once trained and registered. objective: core.train.objectives (sft by
+        default, dpo, ranking)."""
         row = self._step(name)
         if row and row["status"] == "done":
             return row["outputs"]["model"]
         if row is None:
             adopted = [j["id"] for j in self.ws.jobs() if j["kind"] == "train" and j["model"] == model]
             job_id = adopted[0] if adopted else self.ws.create_training_job(
-                model, snapshot, config | {"base_model": base}, round=self.number, threads=self.recipe.threads)
+                model, snapshot, config | {"base_model": base}, round=self.number, threads=self.recipe.threads,
+                objective=objective)
             self.ws.store.insert_round_step(self.id, name, "train", "running", job_id, {"model": model})
             if jobs.status(self.ws.job_dir(job_id)) != "running":
                 self.launch(self.ws.job_dir(job_id))
@@ -376,7 +378,16 @@ def _eval_summary(ev: dict) -> dict:
     return {k: ev.get(k) for k in keys}
 
 
-ROUND_FUNCTIONS: dict[str, Callable[[Round], RoundResult]] = {"tapir": tapir_round}
+def round_function(method: str) -> Callable[[Round], RoundResult]:
+    """The round function of a recipe's method: TAPIR's here, the others' in core.methods.<method>
+    (imported when a run of that method advances)."""
+    if method == "tapir":
+        return tapir_round
+    import importlib
+
+    from core.recipes import METHOD_MODULES
+
+    return importlib.import_module(METHOD_MODULES[method]).round_function
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,14 +400,15 @@ def prepare(ws, recipe: Recipe) -> list[str]:
     datasets imported from data.files. Returns what it did. Everything is checked first (model
     names, files), so a recipe that cannot run writes nothing."""
     registered = {spec["name"] for spec in recipe.register}
-    for role, name in (("teacher", recipe.teacher), ("judge", recipe.judge), ("student", recipe.student),
-                       ("evaluate.judge", recipe.eval_judge)):
+    for role, name in (("models.teacher", recipe.teacher), ("models.judge", recipe.judge),
+                       ("models.student", recipe.student), ("evaluate.judge", recipe.eval_judge),
+                       *recipe.method_models.items()):
         if name in registered:
             continue
         try:
             ws.model(name)
         except ValueError as exc:
-            raise ValueError(f"models.{role}: {exc}") from exc
+            raise ValueError(f"{role}: {exc}") from exc
     missing = [d for d in (*recipe.pool, recipe.heldout) if ws.store.dataset_id(d) is None]
     for dataset in missing:
         path = recipe.files.get(dataset)
@@ -437,6 +449,8 @@ def recipe_from_dict(d: dict) -> Recipe:
     d = dict(d)
     d["tapir"] = Tapir(**d["tapir"])
     d["pool"], d["register"] = tuple(d["pool"]), tuple(d["register"])
+    d.setdefault("params", {})
+    d.setdefault("method_models", {})
     return Recipe(**d)
 
 
@@ -463,13 +477,14 @@ def advance_run(ws, name: str, launch: Callable[[Path], Any] = jobs.launch) -> s
         number = len(rounds) + 1
         student = parent["model"] if parent else recipe.student
         round_id = f"{name}/{number}"
+        params = {"alpha": recipe.tapir.alpha(number)} if recipe.method == "tapir" else {}
         ws.store.insert_round(round_id, name, number, parent["id"] if parent else None, student,
-                              {"alpha": recipe.tapir.alpha(number), "recipe": recipe.source})
+                              params | {"recipe": recipe.source})
         current = ws.store.round(round_id)
     if current["status"] == "failed":
         return "failed"
     try:
-        result = ROUND_FUNCTIONS[recipe.method](Round(ws, recipe, current, launch))
+        result = round_function(recipe.method)(Round(ws, recipe, current, launch))
     except Pending as pending:
         return f"round {current['number']}: {pending.step}"
     except (RoundFailed, ChainFailed, ValueError, FileNotFoundError) as exc:

@@ -341,16 +341,17 @@ class Workspace:
         return self.store.job_ingest_counts(job_id)
 
     def create_training_job(self, name: str, snapshot: str, config, round: int = 0, base_model: str | None = None,
-                            threads: int | None = None) -> str:
+                            threads: int | None = None, objective: dict | None = None) -> str:
         """A training job (core.train.job) that fine-tunes `base_model` on an SFT snapshot into the
         model `name` (checkpoints and the final model under models/<name>/); returns its id.
+        objective (core.train.objectives): {"kind": "sft"} by default; "dpo" takes a preference
+        snapshot, "ranking" a ranking set, each named by `snapshot`.
         Starts nothing (core.jobs.launch does, with nproc=N for torchrun). config: a TrainConfig
         or its dict, whose base_model `base_model` replaces when given; either may name a model
         of this workspace (hf) or a local model folder. Everything is checked before anything is
         written. When the job is done, the catalog's owner registers the model (ingest_job)."""
-        from core import curate
         from core.llm.registry import BUILTIN_SPECS, ModelSpec
-        from core.train import TrainConfig
+        from core.train import TrainConfig, objectives
         from core.train import job as train_job
 
         if isinstance(config, TrainConfig):
@@ -384,12 +385,11 @@ class Workspace:
         for info in self.jobs():
             if info["kind"] == "train" and info["model"] == name:
                 raise ValueError(f"training job {info['id']} trains a model named {name!r} already")
-        snap = curate.snapshot(self, snapshot, page_size=1)  # ValueError: no snapshot named …
-        if snap.spec.kind != "sft":
-            raise ValueError(f"snapshot {snapshot!r} is a {snap.spec.kind} snapshot; a training job takes an sft snapshot")
+        objective = objectives.parse(objective)
+        source = objectives.module(objective["kind"]).data_source(self, snapshot, objective)
         job_config = train_job.job_config(
-            train, snapshot={"name": snap.name, "parquet_path": snap.parquet_path, "content_hash": snap.content_hash},
-            model_spec=spec.to_dict(), output_dir=output_dir.parent, round=round, base_model=base_name, threads=threads)
+            train, snapshot=source, model_spec=spec.to_dict(), output_dir=output_dir.parent, round=round,
+            base_model=base_name, threads=threads, objective=objective)
         job_id = self._new_job_id(train_job.KIND, job_config)
         job_config["lineage"]["job"] = job_id
         train_job.create(self.jobs_dir / job_id, job_config)

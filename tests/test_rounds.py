@@ -55,7 +55,7 @@ def synthetic_recipe(tmp_path: Path, name: str = "adder", rounds_: int = 2, **ta
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"name": "bad name!"}, "name:"),
-    ({"method": "alchemy"}, "method: one of tapir, not 'alchemy'"),
+    ({"method": "alchemy"}, "method: one of tapir, zephyr, humpback, tuna, citing, not 'alchemy'"),
     ({"models": {"teacher": "t", "judge": "j"}}, "models.student: expected a name, not None"),
     ({"tapir": {"delta": "high"}}, "tapir.delta: expected a number, not 'high'"),
     ({"tapir": {"alpha_1": 1.5}}, "tapir.alpha_1: expected a number in [0, 1], not 1.5"),

@@ -17,7 +17,9 @@ helpers the others share. `Store` below only composes them; the names other code
 from __future__ import annotations
 
 from core.selection import ExploreFilter
+from core.store.backtranslate import BacktranslateQueries
 from core.store.base import BaseStore, BulkUnreadable, WorkspaceBusy, like_pattern
+from core.store.categories import CategoryQueries
 from core.store.bench import BenchQueries
 from core.store.corpus import CorpusQueries
 from core.store.difficulty import DifficultyQueries
@@ -55,5 +57,6 @@ WorkspaceBusy.__module__ = __name__
 
 class Store(BaseStore, ImportQueries, ExploreQueries, JudgmentQueries, JobQueries, ModelQueries, ExportQueries,
             BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries,
-            EvaluationQueries, RoundQueries, ExpandQueries, FeedbackQueries, RankingQueries, CorpusQueries):
+            EvaluationQueries, RoundQueries, ExpandQueries, FeedbackQueries, RankingQueries, CorpusQueries,
+            BacktranslateQueries, CategoryQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""

@@ -48,17 +48,20 @@ def file_sha256(path: Path) -> str:
 
 
 def job_config(train: TrainConfig, *, snapshot: dict, model_spec: dict, output_dir: Path, round: int,
-               base_model: str, threads: int | None = None) -> dict:
-    """The config.json of a training job. snapshot: name, parquet_path, content_hash; model_spec:
-    the spec (ModelSpec.to_dict) the trained model is registered with."""
+               base_model: str, threads: int | None = None, objective: dict | None = None) -> dict:
+    """The config.json of a training job. snapshot: name, parquet_path, content_hash (of a
+    snapshot or a ranking set: the objective's data source); model_spec: the spec
+    (ModelSpec.to_dict) the trained model is registered with; objective: core.train.objectives'
+    validated dict (default sft)."""
+    objective = objective or {"kind": "sft"}
     model_name = model_spec["name"]
     parquet = Path(snapshot["parquet_path"])
     snap = {"name": snapshot["name"], "parquet_path": str(parquet), "content_hash": snapshot["content_hash"],
             "sha256": file_sha256(parquet)}
     lineage = {"base_model": base_model, "base_model_path": train.base_model, "snapshot": snap["name"],
                "snapshot_hash": snap["content_hash"], "round": int(round), "method": train.method,
-               "train_config": train.to_dict()}
-    return {"runner": RUNNER, "train": train.to_dict(), "snapshot": snap, "model_name": model_name,
+               "objective": objective, "train_config": train.to_dict()}
+    return {"runner": RUNNER, "train": train.to_dict(), "objective": objective, "snapshot": snap, "model_name": model_name,
             "model": model_spec, "output_dir": str(output_dir), "round": int(round),
             "base_model": base_model, "threads": threads, "lineage": lineage,
             "total": train.max_steps or 0}
@@ -98,6 +101,12 @@ def _trim_metrics(job_dir: Path, up_to_step: int) -> None:
     os.replace(tmp, job_dir / METRICS)
 
 
+def pq_rows(parquet: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(parquet).metadata.num_rows
+
+
 def _checkpoint_step(folder: Path | None) -> int:
     match = re.search(r"(\d+)$", folder.name) if folder else None
     return int(match.group(1)) if match else 0
@@ -105,7 +114,7 @@ def _checkpoint_step(folder: Path | None) -> int:
 
 def run(job_dir: Path, config: dict) -> int:
     """The job's runner (core.jobs runs it in the job process, in every process under torchrun)."""
-    from core.train import examples_from_parquet, latest_checkpoint, train
+    from core.train import latest_checkpoint, objectives
 
     job_dir = Path(job_dir)
     main = os.environ.get("RANK", "0") == "0"
@@ -126,11 +135,11 @@ def run(job_dir: Path, config: dict) -> int:
             raise FileNotFoundError(f"snapshot {snap['name']!r}: its file {parquet} is gone")
         if file_sha256(parquet) != snap["sha256"]:
             raise ValueError(f"snapshot {snap['name']!r}: {parquet} changed since the job was created")
-        examples = examples_from_parquet(parquet)
+        objective = config.get("objective") or {"kind": "sft"}
         start = latest_checkpoint(out_dir)
         if main:
             _trim_metrics(job_dir, _checkpoint_step(start))
-        say(f"train: {len(examples)} examples, {cfg.method}, "
+        say(f"train ({objective['kind']}): {pq_rows(parquet)} rows, {cfg.method}, "
             + (f"resuming from {start.name}" if start else "from the start")
             + (f", {os.environ['WORLD_SIZE']} processes" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""))
 
@@ -143,8 +152,8 @@ def run(job_dir: Path, config: dict) -> int:
                 "loss": record["loss"], "lr": record["lr"], "grad_norm": record["grad_norm"],
                 "epoch": record["epoch"], "unit": "steps", "updated": jobs._now()})
 
-        done = train(cfg, examples, out_dir, progress=progress, resume_from="latest",
-                     should_stop=lambda: (job_dir / jobs.CANCEL).exists(), threads=config.get("threads"))
+        done = objectives.module(objective["kind"]).train_objective(
+            cfg, objective, parquet, out_dir, progress, lambda: (job_dir / jobs.CANCEL).exists(), config.get("threads"))
     except Exception as exc:  # recorded with its reason; running the job again resumes it
         reason = f"{type(exc).__name__}: {exc}"
         if main:
@@ -165,7 +174,7 @@ def run(job_dir: Path, config: dict) -> int:
         "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     jobs.write_json(done.model_dir / LINEAGE, lineage)
     jobs.write_json(job_dir / RESULT, {"model_name": config["model_name"], "model_dir": str(done.model_dir),
-                                       "method": cfg.method, "lineage": lineage})
+                                       "method": cfg.method, "objective": objective["kind"], "lineage": lineage})
     jobs.write_json(job_dir / jobs.DONE, {"at": jobs._now(), "total": done.total_steps})
     say(f"done: {done.steps} steps this run, {done.tokens} tokens in {done.train_seconds:.1f} s "
         f"({done.tokens_per_s:.0f} tokens/s); model at {done.model_dir}")
