@@ -57,6 +57,8 @@ OPTIONAL_TEXT_KEYS = ("task", "category", "system")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "model": "assistant", "system": "system"}
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not valid UTF-8 (surrogateescape)
+# Any other surrogate code point: a JSON "\ud800" escape with no pair, which no UTF-8 text can hold.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ImportRejected(ValueError):
@@ -169,6 +171,8 @@ def check_text(name: str, value: Any, required: bool) -> str | None:
             raise RowError(f"field '{name}' is {size / 1024 / 1024:.1f} MB, over the 1 MB limit")
     if _SURROGATE.search(value):
         raise RowError(f"field '{name}' contains invalid UTF-8 bytes")
+    if _LONE_SURROGATE.search(value):
+        raise RowError(f"field '{name}' contains a lone surrogate escape (e.g. \\ud800), which is not valid text")
     if required and not value.strip():
         raise RowError(f"field '{name}' is empty")
     return value
@@ -187,6 +191,8 @@ def _pick(rec: dict, keys: tuple[str, ...], required: bool) -> tuple[str, str | 
 def _check_key(key: Any) -> None:
     if isinstance(key, str) and _SURROGATE.search(key):
         raise RowError("a field name contains invalid UTF-8 bytes")
+    if isinstance(key, str) and _LONE_SURROGATE.search(key):
+        raise RowError("a field name contains a lone surrogate escape, which is not valid text")
 
 
 def _check_no_nan(value: Any, path: str) -> None:
@@ -447,7 +453,10 @@ def read_csv_rows(text: str) -> Iterator[tuple[int, Any]]:
     # limit is 128 KiB); check_text then reports a field over 1 MB as a row error.
     if csv.field_size_limit() <= len(text):
         csv.field_size_limit(len(text) + 1)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # strict: a quote never closed (or text after a closing quote) is an error, not a cell that
+    # silently swallows the rest of the file.
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    line = 1
     try:
         if reader.fieldnames is None:
             return
@@ -460,7 +469,8 @@ def read_csv_rows(text: str) -> Iterator[tuple[int, Any]]:
                 yield line, {k: v for k, v in row.items() if v is not None and v != ""}
             line = reader.line_num + 1
     except csv.Error as exc:
-        raise ImportRejected(f"line {reader.line_num}: broken CSV: {exc}") from None
+        hint = " (a quoted field is never closed)" if "end of data" in str(exc) else ""
+        raise ImportRejected(f"line {line}: broken CSV: {exc}{hint}") from None
 
 
 def read_parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -578,6 +588,7 @@ def check_file(path: Path, fmt: str | None = None, role: str = "seed",
         check.fatal = f"{path} is empty: no records"
         return check
     parser = PARSERS.get(fmt) if fmt else None
+    ids: dict[str, int] = {}  # a record's own "id" field → its line: two records, one id, is an error
     try:
         for line, rec in iter_records(path, data):
             check.n_read += 1
@@ -588,6 +599,14 @@ def check_file(path: Path, fmt: str | None = None, role: str = "seed",
                 check.rejected.append(Rejected(line, f"expected a JSON object, got {_describe(rec)}",
                                                _excerpt(json.dumps(rec, default=str))))
                 continue
+            own_id = rec.get("id")
+            if isinstance(own_id, (str, int)) and not isinstance(own_id, bool):
+                key = str(own_id)
+                if key in ids:
+                    check.rejected.append(Rejected(line, f"duplicate id {key[:80]!r} (first on line {ids[key]})",
+                                                   _excerpt(json.dumps(rec, default=str))))
+                    continue
+                ids[key] = line
             if parser is None:
                 detected = detect_format(rec)
                 if detected is None:
@@ -785,6 +804,7 @@ def _record_import(store, cur, import_id, dataset_id, source, sha256, fmt, n_rea
 BULK_MIN_BYTES = 4 * 1024 * 1024
 BULK_FORMATS = (None, "alpaca", "prompts")
 BULK_KEYS = {"instruction", "input", "output", "task", "category", "system"}
+_TRAILING_COMMA = re.compile(rb",[ \t\r]*[}\]]")
 
 
 def bulk_eligible(path: Path, fmt: str | None, min_bytes: int = BULK_MIN_BYTES) -> bool:
@@ -796,7 +816,9 @@ def bulk_import_file(store, cur, path: Path, dataset: str, fmt: str | None, role
     """Import a clean JSON Lines file of alpaca/prompts records in bulk, or return None (nothing
     written) so the caller checks it line by line: any bad row, a BOM, blank lines, other keys."""
     data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf") or not data.strip():
+    # DuckDB's JSON reader accepts a trailing comma ({"a": 1,}) that JSON, and the per-line path,
+    # reject: such a file (or text that merely looks like one) goes line by line.
+    if data.startswith(b"\xef\xbb\xbf") or not data.strip() or _TRAILING_COMMA.search(data):
         return None
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     sha256 = hashlib.sha256(data).hexdigest()

@@ -21,6 +21,7 @@ from core.llm.base import GenerationParams
 from core.llm.registry import load_backend
 from core.train import TrainConfig, examples_from_parquet, latest_checkpoint, train
 from core.train import job as train_job
+from core.train import sft
 
 SPEC = {"kind": "sft", "roles": ["seed"], "system_tags": {"default": "Answer briefly."}}
 
@@ -116,6 +117,16 @@ def test_job_trains_streams_progress_registers_and_generates(seeded_workspace, s
     finally:
         for backend in (tuned, base, merged):
             backend.close()
+
+    # A LoRA model is a base like any other (a LoRA round's model is the next round's student):
+    # the trainer folds the adapter into its base once, beside it, and trains from that.
+    again = ws.create_training_job("tuned-again", "s1", settings(max_steps=2), base_model="tuned", threads=1)
+    assert run_job(ws, again)["status"] == "done"
+    merged_dir = out / ("model" + sft.MERGED_SUFFIX)
+    assert (merged_dir / "config.json").is_file() and not list(out.glob("model.merged.tmp-*"))
+    assert train_job.metrics(ws.job_dir(again))[0]["loss"] < history[0]["loss"]  # it starts where tuned ended
+    ws.ingest_finished_jobs()
+    assert ws.model_lineage("tuned-again")["base_model"] == "tuned"
 
 
 @pytest.mark.slow  # two job processes and a reference run: ~25 s on the shared 2-core CPU

@@ -111,18 +111,44 @@ def _publish(tmp: Path, final: Path) -> None:
     tmp.rename(final)
 
 
+MERGED_SUFFIX = ".merged"
+
+
 def resolve_base(base_model: str) -> Path:
-    """A built-in name, builtin:<name>, or a local folder → the model folder."""
+    """A built-in name, builtin:<name>, or a local folder → the model folder. A LoRA adapter folder
+    (a round trained with method lora is the next round's base) is folded into its base once, into
+    `<adapter folder>.merged` beside it, and training starts from that full model."""
     from core.llm import builtin
 
     name = base_model[len("builtin:"):] if base_model.startswith("builtin:") else base_model
     if name in builtin.BUILTIN_NAMES:
         return builtin.model_path(name)
     folder = Path(base_model).expanduser()
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        return merged_adapter(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"base_model {base_model!r} is neither a built-in model "
                                 f"({', '.join(builtin.BUILTIN_NAMES)}) nor a model folder with a config.json")
     return folder
+
+
+def merged_adapter(adapter_dir: Path) -> Path:
+    """The full model of a LoRA adapter, merged once and reused (complete or absent: merged into a
+    temporary folder, then renamed, so concurrent processes under torchrun or a killed job never
+    see half a model)."""
+    from core.llm.hf import merge_adapter
+
+    final = adapter_dir.with_name(adapter_dir.name + MERGED_SUFFIX)
+    if (final / "config.json").is_file():
+        return final
+    tmp = adapter_dir.with_name(f"{adapter_dir.name}{MERGED_SUFFIX}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merge_adapter(adapter_dir, tmp)
+    try:
+        tmp.rename(final)
+    except OSError:  # another process published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 # --------------------------------------------------------------------------------------------
