@@ -191,7 +191,7 @@ def _parse(d: Mapping, base: Path, where: str | None) -> Recipe:
     _keys("judge", judge, {"rubric", "mode", "min_score"})
     from core import judge as judge_mod
 
-    rubric = judge.get("rubric", "pointwise_10")
+    rubric = _name("judge.rubric", judge.get("rubric", "pointwise_10"))
     try:
         kind = judge_mod.get_rubric(rubric).kind
     except ValueError as exc:
