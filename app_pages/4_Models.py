@@ -109,13 +109,15 @@ def _add_model() -> None:
                    "model": (get("models_model_id") or "").strip() or None,
                    "api_key_env": (get("models_key_env") or "").strip() or None}
     else:
-        fields |= {"path": (get("models_path") or "").strip() or None}
+        fields |= {"path": (get("models_path") or "").strip() or None,
+                   "trust_remote_code": bool(get("models_trust_code"))}
     try:
         spec = ws.add_model(ModelSpec.from_dict(fields))
     except (ValueError, FileNotFoundError) as exc:
         st.session_state["models_flash"] = {"ok": False, "message": str(exc)}
     else:
-        st.session_state["models_flash"] = {"ok": True, "message": f"Added {spec.name} ({spec.backend})."}
+        st.session_state["models_flash"] = {"ok": True, "message": f"Added {spec.name} ({spec.backend})."
+                                            + (f" Warning: {spec.warning}." if spec.warning else "")}
         for key in ("models_name", "models_path", "models_urls", "models_model_id", "models_key_env"):
             st.session_state[key] = ""
 
@@ -142,6 +144,10 @@ with st.form("models_add_form", border=True):
         st.number_input("Context length (empty: from the model)", min_value=16, value=None, step=512,
                         key="models_context")
         st.selectbox("dtype", DTYPES, key="models_dtype")
+        if kind != "openai":
+            st.checkbox("Trust the folder's own code (trust_remote_code)", key="models_trust_code",
+                        help="Off unless you have read the Python files the folder's auto_map names: loading the "
+                             "model runs them with your permissions. A folder with an auto_map is refused without it.")
     st.form_submit_button("Add model", type="primary", on_click=_add_model, key="models_add")
 
 flash = st.session_state.pop("models_flash", None)

@@ -449,8 +449,13 @@ def cmd_models(a) -> int:
         for key in ("context_length", "dtype", "chat_template"):
             if getattr(a, key, None) is not None:
                 spec[key] = getattr(a, key)
+        if getattr(a, "trust_remote_code", False):
+            spec["trust_remote_code"] = True
         added = run_op(root, "add_model", {"spec": spec, "replace": a.replace})
         print(f"added {added['name']} ({added['backend']})")
+        if added.get("trust_remote_code"):
+            print(f"WARNING: {added['name']} has trust_remote_code on: loading it runs Python code from its folder "
+                  "with your permissions", file=sys.stderr)
         return 0
     # test: load the model here and answer one prompt (no catalog access needed after the lookup)
     from core.llm.base import GenerationParams
@@ -537,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-length", type=int)
     p.add_argument("--dtype")
     p.add_argument("--chat-template", help="a Jinja chat template overriding the tokenizer's")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the folder's own Python code (an auto_map); read it first")
     p.add_argument("--replace", action="store_true", help="replace a model of the same name")
     p.add_argument("--prompt", default="What is the capital of France? Answer in one sentence.")
     p.add_argument("--max-tokens", type=int, default=48)

@@ -41,8 +41,14 @@ class ChatFormat:
         self._check_template()
         conversation = as_conversation(conversation)
         generation_prompt = conversation[-1]["role"] != "assistant"
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False,
-                                                  add_generation_prompt=generation_prompt)
+        from jinja2.exceptions import SecurityError
+
+        try:  # transformers renders templates in jinja2's ImmutableSandboxedEnvironment
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False,
+                                                      add_generation_prompt=generation_prompt)
+        except SecurityError as exc:
+            raise ValueError(f"the chat template tried something the sandbox refuses ({exc}); "
+                             "a chat template formats messages and cannot reach Python objects") from None
 
     def encode(self, text: str) -> list[int]:
         # The template writes any BOS itself; the tokenizer must not add another.

@@ -35,6 +35,19 @@ EXTRA_KEYS = {
 }
 
 
+def remote_code_files(folder: Path) -> list[str]:
+    """The files of a model folder that point transformers at custom code (an `auto_map`)."""
+    found = []
+    for name in ("config.json", "tokenizer_config.json", "processor_config.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("auto_map"):
+            found.append(name)
+    return found
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -155,6 +168,19 @@ class ModelSpec:
         if not any(folder.glob("*.safetensors")):
             raise FileNotFoundError(f"model {self.name}: {folder} holds no *.safetensors weights; Winnow loads "
                                     "safetensors only (convert .bin/.pt checkpoints first)")
+        custom = remote_code_files(folder)
+        if custom and not self.trust_remote_code:
+            raise ValueError(f"model {self.name}: {', '.join(custom)} in {folder} name custom Python code (auto_map); "
+                             "Winnow runs no code from a model folder unless you turn on trust_remote_code for this "
+                             "model, after reading that code")
+
+    @property
+    def warning(self) -> str | None:
+        """What a page or the CLI says beside a model that may run code from its folder."""
+        if self.trust_remote_code:
+            return (f"model {self.name} has trust_remote_code on: loading it runs Python code from its folder "
+                    "with your permissions")
+        return None
 
     def to_dict(self) -> dict:
         d = asdict(self)
