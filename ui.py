@@ -72,6 +72,8 @@ def workspace() -> Workspace:
         raise  # unreachable: st.stop() raises; keeps type checkers honest
     if owner.current:
         st.sidebar.info(f"Working on a handed-over request: {clip(owner.current)}")
+    if ws.recovery_message:
+        st.sidebar.warning(md_escape(ws.recovery_message))
     return ws
 
 

@@ -49,6 +49,8 @@ def run_op(root: Path, op: str, args: dict) -> dict:
         except (owner.OwnerGone, TimeoutError) as exc:
             raise CliError(str(exc), EXIT_BUSY) from None
     with ws:
+        if ws.recovery_message:
+            print(f"WARNING: {ws.recovery_message}", file=sys.stderr)
         try:
             return owner.execute(ws, op, args)
         except owner.USER_ERRORS as exc:

@@ -258,7 +258,8 @@ class Owner:
         self._procs: list = []  # job processes this owner started (reaped as they end)
 
     def start(self) -> Owner:
-        write_json(self.ws.root / OWNER_FILE, {"pid": os.getpid(), "started": time.time()})
+        write_json(self.ws.root / OWNER_FILE, {"pid": os.getpid(), "started": time.time(),
+                                               "process_start": process_start(os.getpid())})
         self._thread = threading.Thread(target=self._loop, name="winnow-owner", daemon=True)
         self._thread.start()
         return self
@@ -332,11 +333,23 @@ class Owner:
 # --------------------------------------------------------------------------------------------
 
 
-def owner_pid(root: Path) -> int | None:
-    """The pid of the live process that owns this workspace, or None."""
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, from /proc), or None where /proc is not
+    there: with the pid it names one process, so a reused pid is not taken for the owner."""
     try:
-        pid = int(json.loads((root / OWNER_FILE).read_text(encoding="utf-8"))["pid"])
-    except (OSError, ValueError, KeyError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name before ")" may hold spaces
+
+
+def owner_pid(root: Path) -> int | None:
+    """The pid of the live process that owns this workspace, or None (no owner file, a dead
+    owner, or a stale file whose pid now belongs to another process)."""
+    try:
+        record = json.loads((root / OWNER_FILE).read_text(encoding="utf-8"))
+        pid = int(record["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
         os.kill(pid, 0)
@@ -344,7 +357,19 @@ def owner_pid(root: Path) -> int | None:
         return None
     except PermissionError:
         pass
+    started = record.get("process_start")
+    if started is not None and process_start(pid) not in (None, started):
+        return None
+    if _is_zombie(pid):  # killed, not yet reaped by its parent: gone for our purposes
+        return None
     return pid
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def submit(root: Path, op: str, args: dict, timeout: float = 3600,

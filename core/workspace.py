@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from core.selection import ExploreFilter
 from core.store import BulkUnreadable, Store, WorkspaceBusy
 
 CATALOG = "winnow.duckdb"
+RECOVERY_LOG = "recovery.log"  # one JSON line per write-ahead log moved aside (core.store.base)
 DEFAULT_WORKSPACE = "workspace"
 SUBDIRS = ("runs", "models", "exports", "requests")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]{0,99}$")
@@ -62,6 +64,19 @@ class Workspace:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.store = Store(self.root / CATALOG)
         self.store.migrate()
+        if self.store.wal_recovery:  # kept beside the catalog too, so the next reader learns of it
+            with open(self.root / RECOVERY_LOG, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(self.store.wal_recovery | {"at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+    @property
+    def recovery_message(self) -> str | None:
+        """Said once when this open had to move an unreadable write-ahead log aside."""
+        r = self.store.wal_recovery
+        if not r:
+            return None
+        return (f"The catalog's write-ahead log could not be replayed ({r['error'][:200]}); it was moved to "
+                f"{r['moved_to']} and the workspace opened at its last checkpoint: the writes in that log are "
+                "not in the catalog.")
 
     def close(self) -> None:
         self.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,8 +75,10 @@ class BaseStore:
     def __init__(self, path: Path | str, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
+        # Set when the write-ahead log could not be replayed and was moved aside: {"moved_to", "error"}.
+        self.wal_recovery: dict | None = None
         try:
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
+            self._con = self._connect()
         except duckdb.IOException as exc:
             message = str(exc)
             if "lock" not in message.lower():
@@ -85,6 +88,23 @@ class BaseStore:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._dataset_names: dict[str, str] = {}
+
+    def _connect(self):
+        """Open the file. A write-ahead log DuckDB cannot replay (a crash that left a log of an
+        older checkpoint, a damaged file) would fail every later open: it is moved aside, named
+        with the time, the catalog opens at its last checkpoint, and `wal_recovery` says so. The
+        log's transactions are lost; the file beside it keeps them for inspection."""
+        try:
+            return duckdb.connect(str(self.path), read_only=self.read_only)
+        except duckdb.Error as exc:
+            wal = self.path.with_name(self.path.name + ".wal")
+            message = str(exc)
+            if self.read_only or "lock" in message.lower() or "WAL" not in message or not wal.exists():
+                raise
+            aside = wal.with_name(f"{wal.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+            wal.rename(aside)
+            self.wal_recovery = {"moved_to": str(aside), "error": message}
+            return duckdb.connect(str(self.path), read_only=self.read_only)
 
     # -- connection plumbing ------------------------------------------------------------------
 
