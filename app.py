@@ -33,6 +33,13 @@ SECTIONS: dict[str, list[tuple[str, str, str]]] = {
         ("app_pages/10_Train.py", "Train", ":material/model_training:"),
         ("app_pages/11_Rounds.py", "Rounds", ":material/autorenew:"),
     ],
+    "Methods": [  # each method's own data, as its rounds make it
+        ("app_pages/12_Preferences.py", "Preferences", ":material/thumbs_up_down:"),            # Zephyr
+        ("app_pages/13_Rankings.py", "Rankings", ":material/format_list_numbered:"),            # Tuna
+        ("app_pages/14_Backtranslation.py", "Backtranslation", ":material/swap_horiz:"),        # Humpback
+        ("app_pages/15_Categories.py", "Categories", ":material/category:"),                    # CITING
+        ("app_pages/16_Revisions.py", "Revisions", ":material/difference:"),                    # CITING
+    ],
 }
 
 

@@ -523,3 +523,20 @@ def round_timeline(df: pd.DataFrame, title: str = "Steps over time") -> go.Figur
     fig.update_yaxes(automargin=True, type="category", categoryorder="array", categoryarray=labels,
                      autorange="reversed")
     return fig
+
+
+def embedding_map(df: pd.DataFrame, colour: str = "category", title: str = "Instructions in 2-D (PCA of their embeddings)") -> go.Figure:
+    """A scatter of `core.categories_views.embedding_map_frame` (x, y, category, task, text): one
+    trace per value of `colour` (category or task), the instruction's start as hover text."""
+    if df is None or df.empty:
+        return _empty(title, "no instruction has a category yet")
+    fig = go.Figure()
+    groups = df[colour].where(df[colour].notna(), None)
+    for value in dict.fromkeys(groups):
+        part = df[groups.isna()] if value is None else df[groups == value]
+        fig.add_trace(go.Scatter(x=part["x"], y=part["y"], mode="markers", name=_label(value),
+                                 text=[_label(t) for t in part["text"]], marker={"size": 8, "opacity": 0.8},
+                                 hovertemplate="%{text}<extra>" + _label(value) + "</extra>"))
+    fig.update_layout(title=title, height=420, margin={"t": 50, "b": 40, "l": 40, "r": 10},
+                      xaxis_title="component 1", yaxis_title="component 2", legend={"orientation": "h", "y": -0.15})
+    return fig

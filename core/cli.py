@@ -366,6 +366,21 @@ def cmd_feedback(a) -> int:
     return _print_json_or(r, a, [r["line"]])
 
 
+def cmd_rank(a) -> int:
+    """Tuna rankings (core.ranking): probabilistic (stored mean log-probs) or contextual (listwise verdicts)."""
+    r = run_op(resolve_workspace_path(a.workspace), "rank",
+               {"method": a.method, "role": a.role, "model": a.model, "judge": a.judge, "round": a.round,
+                "datasets": a.dataset or []})
+    return _print_json_or(r, a, [r["line"]])
+
+
+def cmd_categories(a) -> int:
+    """CITING categories (core.categories): assign instructions to a scheme's categories."""
+    r = run_op(resolve_workspace_path(a.workspace), "categories_assign",
+               {"scheme": a.scheme, "datasets": a.dataset or []})
+    return _print_json_or(r, a, [json.dumps(r, default=str)])
+
+
 def cmd_curate(a) -> int:
     root = resolve_workspace_path(a.workspace)
     if a.action == "create":
@@ -612,6 +627,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", "-d", action="append", help="only the prompts of this dataset (repeat)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("rank", parents=[common], help="Tuna: rank each prompt's answers (probabilistic or contextual)")
+    p.add_argument("method", choices=["probabilistic", "contextual"])
+    p.add_argument("--role", "-r", required=True, help="the role of the answers ranked")
+    p.add_argument("--model", "-m", required=True, help="the model whose answers are ranked")
+    p.add_argument("--judge", "-j", help="contextual: the listwise judge whose verdicts are read")
+    p.add_argument("--round", type=int, default=0)
+    p.add_argument("--dataset", "-d", action="append", help="only the prompts of this dataset (repeat)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("categories", parents=[common],
+                       help="CITING: assign instructions to a category scheme (mean inner product of embeddings)")
+    p.add_argument("action", choices=["assign"])
+    p.add_argument("--scheme", required=True, help="the category scheme (a CITING run uses its name)")
+    p.add_argument("--dataset", "-d", action="append", help="only the instructions of this dataset (repeat)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_categories)
 
     p = sub.add_parser("round", parents=[common], help="rounds of a recipe: run, status, compare")
     p.add_argument("action", choices=("run", "status", "compare"),

@@ -45,8 +45,8 @@ METHOD = "ai_feedback"  # preference_pairs.method of the pairs binarise writes
 MEAN_DECIMALS = 9       # as core.store.feedback: means are rounded before ties are looked for
 PAIR = None             # the store's count key for "gave a pair" (instructions) and "rated" (answers)
 
-__all__ = ["BinariseParams", "BinariseSummary", "DEFAULT_RUBRIC", "METHOD", "binarise", "binarise_reference",
-           "draw_key", "pair_id"]
+__all__ = ["BinariseParams", "BinariseSummary", "DEFAULT_RUBRIC", "HumanAgreement", "METHOD", "agreement_of",
+           "binarise", "binarise_reference", "draw_key", "human_agreement", "pair_id", "record_pair_verdict"]
 
 
 def draw_key(seed: int, instruction_id: str, response_id: str) -> str:
@@ -146,13 +146,21 @@ class BinariseSummary:
 
 def binarise(ws, judge_model: str, roles: list[str], rubric: str = DEFAULT_RUBRIC, seed: int = 0, round: int = 0,
              selection: ExploreFilter | None = None, min_margin: float = 0.0, *,
-             template_hash: str | None = None) -> BinariseSummary:
+             template_hash: str | None = None, answer_rounds: Mapping[str, int] | None = None) -> BinariseSummary:
     """Pairs from the stored aspect ratings of the pool's answers (`roles`, in `round`) to the
     selected instructions, written with their lineage in one transaction (see the module
     docstring). template_hash: read the verdicts of that judge prompt; None: the prompt of the
     judge's newest aspect verdicts (ratings from two prompts are not compared). Verdicts of any
-    judge-job round count; `round` is the answers' round and the pairs'."""
+    judge-job round count; `round` is the answers' round and the pairs'. answer_rounds: another
+    round for some roles' answers ({role: round}; Zephyr's static pool models answer once, in
+    round 0, the student anew in each round)."""
     p = BinariseParams(judge_model, tuple(roles), rubric, seed, round, float(min_margin), template_hash)
+    answer_rounds = dict(answer_rounds or {})
+    for role, rnd in answer_rounds.items():
+        if role not in p.roles:
+            raise ValueError(f"answer_rounds names role {role!r}, which is not one of the roles {list(p.roles)}")
+        if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0:
+            raise ValueError(f"answer_rounds[{role!r}] must be a whole number >= 0, not {rnd!r}")
     template = p.template_hash or ws.store.latest_aspect_template(p.judge_model, p.aspect_rubrics)
     if template is None:
         judges = ws.store.aspect_judges(p.aspect_rubrics)
@@ -162,7 +170,8 @@ def binarise(ws, judge_model: str, roles: list[str], rubric: str = DEFAULT_RUBRI
     counts = ws.store.binarise_pairs(
         selection or ExploreFilter(), judge_model=p.judge_model, rubric=p.rubric, aspect_rubrics=p.aspect_rubrics,
         template_hash=template, roles=list(p.roles), round=p.round, seed=p.seed, min_margin=p.min_margin,
-        params={"roles": list(p.roles), "min_margin": p.min_margin})
+        params={"roles": list(p.roles), "min_margin": p.min_margin}
+        | ({"answer_rounds": answer_rounds} if answer_rounds else {}), answer_rounds=answer_rounds)
     dropped, left_out = dict(counts["pairs"]), dict(counts["answers"])
     return BinariseSummary(p.judge_model, p.rubric, template, list(p.roles), p.seed, p.round, p.min_margin,
                            pairs=dropped.pop(PAIR, 0), new=counts["new"], dropped=dropped,
@@ -222,3 +231,72 @@ def binarise_reference(answers: Iterable[Mapping], seed: int = 0, min_margin: fl
         pairs.append({"instruction_id": iid, "chosen_id": best[0], "rejected_id": rejected_id, "chosen_score": top,
                       "rejected_score": rejected_score, "margin": round(top - rejected_score, MEAN_DECIMALS)})
     return {"pairs": pairs, "dropped": dict(dropped), "left_out": dict(left_out)}
+
+
+# --------------------------------------------------------------------------------------------
+# Human verdicts on pairs: how far the AI judge's preferences agree with people's
+# --------------------------------------------------------------------------------------------
+
+# A human verdict on a pair is a review of target_kind 'pair' (core.workspace.review): accept =
+# the chosen answer is better (the judge was right), reject = the rejected one is, tie.
+HUMAN_VERDICTS = {"chosen": "accept", "rejected": "reject", "tie": "tie"}
+HUMAN_PREFERENCE = {"accept": 1.0, "tie": 0.0, "reject": -1.0}  # for τ: +1 agrees with the judge
+
+
+def record_pair_verdict(ws, pair_id: str, better: str, reviewer: str | None = None,
+                        source: str = "preferences") -> str:
+    """A person's verdict on an AI-feedback pair: better = 'chosen', 'rejected' or 'tie'. Stored
+    as a review of the pair (append-only; the latest counts). Returns the review id."""
+    if better not in HUMAN_VERDICTS:
+        raise ValueError(f"better must be one of {', '.join(HUMAN_VERDICTS)}, not {better!r}")
+    return ws.review(pair_id, HUMAN_VERDICTS[better], target_kind="pair", reviewer=reviewer, source=source)
+
+
+@dataclass(frozen=True)
+class HumanAgreement:
+    """The AI judge against human verdicts on its pairs.
+
+    agreement: share of the pairs a person did not call a tie where the person also prefers the
+    chosen answer, with a Wilson interval (core.calibration.proportion). tau: Kendall τ-b between
+    the judge's margin and the human preference (+1 chosen better, 0 tie, −1 rejected better),
+    ties included, with a seeded bootstrap interval: positive when bigger margins are the pairs
+    people agree with more."""
+
+    n_verdicts: int
+    n_ties: int
+    agreement: object   # core.calibration.Proportion
+    tau: object         # core.calibration.Tau
+
+    def as_dict(self) -> dict:
+        a, t = self.agreement, self.tau
+        return {"n_verdicts": self.n_verdicts, "n_ties": self.n_ties, "agree": a.k, "n": a.n,
+                "agreement": a.value, "agreement_low": a.low, "agreement_high": a.high,
+                "tau": t.value, "tau_low": t.low, "tau_high": t.high, "tau_n": t.n}
+
+    def line(self) -> str:
+        if not self.n_verdicts:
+            return "no human verdict on these pairs yet"
+        return (f"agreement with people {self.agreement} over {self.agreement.n} pairs ({self.n_ties} ties left out); "
+                f"τ(margin, human) {self.tau}")
+
+
+def human_agreement(ws, judge_model: str | None = None, round: int | None = None, bootstrap: int = 1000,
+                    seed: int = 0) -> HumanAgreement:
+    """The judge's agreement with the human verdicts on its pairs (of one judge and round, or all)."""
+    rows = ws.store.pair_verdicts(judge_model, round)
+    return agreement_of([(r["margin"], r["decision"]) for r in rows], bootstrap=bootstrap, seed=seed)
+
+
+def agreement_of(margin_decisions: Iterable[tuple[float, str]], bootstrap: int = 1000, seed: int = 0) -> HumanAgreement:
+    """HumanAgreement from (margin, decision) pairs, decision accept | reject | tie."""
+    from core.calibration import kendall_tau, proportion
+
+    rows = list(margin_decisions)
+    bad = sorted({d for _, d in rows if d not in HUMAN_PREFERENCE}, key=str)
+    if bad:
+        raise ValueError(f"a pair verdict is accept, reject or tie, not {bad[0]!r}")
+    decided = [d for _, d in rows if d != "tie"]
+    agreement = proportion(sum(d == "accept" for d in decided), len(decided))
+    tau = kendall_tau([float(m) for m, _ in rows], [HUMAN_PREFERENCE[d] for _, d in rows], bootstrap=bootstrap,
+                      seed=seed)
+    return HumanAgreement(len(rows), len(rows) - len(decided), agreement, tau)

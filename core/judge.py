@@ -36,7 +36,10 @@ lineage. Row shapes per kind:
 - pointwise: one row per (target, verdict); score on the rubric's scale, scale_max its maximum.
 - aspects (`zephyr_aspects`): one row with the mean of the four aspects (NULL unless all four
   parsed: Zephyr picks chosen/rejected by this mean), plus one row per aspect under the rubric
-  `zephyr_aspects.<aspect>` whose `raw` is that aspect's part of the output.
+  `zephyr_aspects.<aspect>` whose `raw` is that aspect's part of the output. In probability mode
+  (asked for by name; auto keeps generate for the rationales) each aspect is its own call whose
+  prompt ends where that aspect's score goes (`build_aspect_probability_requests`), and the
+  same rows are written (`aspect_probability_rows`): small judges rate aspects this way.
 - pairwise: one row per call; target_kind 'pair', target_id = pair_target_id(a, b) in the
   caller's original order. score = preference for the original A: 1 (A better), 0.5 (tie),
   0 (B better), NULL when unparsed; scale_max 1. Here 0 is a real verdict ("B wins"); failures
@@ -126,9 +129,10 @@ class Rubric:
         unknown = set(self.aspects) - ASPECTS.keys()
         if unknown:
             raise ValueError(f"rubric {self.name!r}: unknown aspects {sorted(unknown)}; known: {sorted(ASPECTS)}")
-        if self.probability and (self.kind == "listwise" or self.aspects):
+        if self.probability and self.kind == "listwise":
             raise ValueError(f"rubric {self.name!r}: the probability mode reads one label per call; "
-                             f"{'a listwise ranking' if self.kind == 'listwise' else 'an aspect rubric'} needs several")
+                             "a listwise ranking needs several")
+        # An aspect rubric's probability mode makes one call per aspect (aspect_probability_rows).
         if self.probability and self.kind == "pointwise" and (self.scale_min != int(self.scale_min)
                                                               or self.scale_max != int(self.scale_max)):
             raise ValueError(f"rubric {self.name!r}: probability labels are whole numbers; the scale "
@@ -169,11 +173,20 @@ RUBRICS: dict[str, Rubric] = {r.name: r for r in (
     Rubric("pointwise_5", "pointwise", "pointwise_5", 1, 5, default_threshold=5, probability=True,
            description="Humpback-style self-curation, 5-point; keep score >= 5 (>= 4.5 when averaged)"),
     Rubric("zephyr_aspects", "pointwise", "zephyr_aspects", 1, 5, aspects=tuple(ASPECTS), default_threshold=4,
+           probability=True,
            description="UltraFeedback/Zephyr: helpfulness, honesty, instruction following, truthfulness, 1-5 each"),
     Rubric("pairwise", "pairwise", "pairwise", 0, 1, probability=True,
            description="A/B preference, asked in both orders; the flip rate is reported"),
     Rubric("listwise", "listwise", "listwise", higher_is_better=False,
            description="rank k answers shown in shuffled order (Tuna contextual ranking)"),
+    # CITING's evaluation aspects (arXiv 2310.02527), one pointwise rubric each so a small judge
+    # can score them in probability mode (one label per call).
+    Rubric("clarity_10", "pointwise", "clarity_10", 1, 10, default_threshold=7, probability=True,
+           description="CITING aspect: clarity (organised, precise, easy to follow), 1-10"),
+    Rubric("depth_10", "pointwise", "depth_10", 1, 10, default_threshold=7, probability=True,
+           description="CITING aspect: depth (reasoning, insight, relevant detail), 1-10"),
+    Rubric("comprehensiveness_10", "pointwise", "comprehensiveness_10", 1, 10, default_threshold=7,
+           probability=True, description="CITING aspect: comprehensiveness (covers every part of the request), 1-10"),
 )}
 
 
@@ -249,7 +262,10 @@ def default_mode(rubric: Rubric | str, backend: str, requested: str | None = "au
     if requested != "auto":
         return check_mode(rubric, requested)
     has_logprobs = backend if isinstance(backend, bool) else backend in PROBABILITY_BACKENDS
-    return "probability" if get_rubric(rubric).probability and has_logprobs else "generate"
+    r = get_rubric(rubric)
+    # Aspect rubrics stay generate under auto: their rationales are half the point (UltraFeedback);
+    # their probability mode (one call per aspect, no rationale) is asked for by name.
+    return "probability" if r.probability and not r.aspects and has_logprobs else "generate"
 
 
 def prefill_of(rubric: Rubric | str) -> str:
@@ -379,11 +395,44 @@ def build_pointwise_requests(items: Iterable[Mapping], rubric: Rubric | str = "p
     r = get_rubric(rubric)
     if r.kind != "pointwise":
         raise ValueError(f"rubric {r.name!r} is {r.kind}, not pointwise")
+    if r.aspects and mode == "probability":
+        raise ValueError(f"rubric {r.name!r} rates aspects: its probability mode asks one aspect per call "
+                         "(build_aspect_probability_requests)")
     template = _user_template(r, mode)
     return [
         _conversation(template.render(instruction=format_instruction(_item(it, "instruction"), it.get("input")),
                                       response=_item(it, "response")), system)
         for it in items
+    ]
+
+
+# What each aspect asks, as the generate template words it; the probability template asks one.
+ASPECT_CRITERIA = {
+    "helpfulness": ("Helpfulness", "does the answer meet the user's actual need with useful, relevant and "
+                                   "sufficiently detailed content?"),
+    "honesty": ("Honesty", "does it express the right amount of confidence, admit uncertainty or the limits of its "
+                           "knowledge where appropriate, and avoid pretending?"),
+    "instruction_following": ("Instruction following", "does it respect everything the request asked for (task, "
+                                                       "format, length, constraints), without drifting from it?"),
+    "truthfulness": ("Truthfulness", "is what it states correct, free of invented facts, made-up references and "
+                                     "contradictions?"),
+}
+
+
+def build_aspect_probability_requests(items: Sequence[Mapping], rubric: Rubric | str = "zephyr_aspects",
+                                      system: str | None = None) -> list[Conversation]:
+    """Probability mode of an aspect rubric: one conversation per (item, aspect), item-major in
+    the rubric's aspect order, each ending where that aspect's 1–5 score goes (a small judge
+    that never writes the eight-line verdict still has a distribution over the next token)."""
+    r = get_rubric(rubric)
+    if not r.aspects:
+        raise ValueError(f"rubric {r.name!r} rates no aspects; use build_pointwise_requests")
+    template = _user_template(r, "probability")
+    return [
+        _conversation(template.render(instruction=format_instruction(_item(it, "instruction"), it.get("input")),
+                                      response=_item(it, "response"), aspect=ASPECT_CRITERIA[a][0],
+                                      criterion=ASPECT_CRITERIA[a][1]), system)
+        for it in items for a in r.aspects
     ]
 
 
@@ -671,6 +720,43 @@ def probability_rows(rubric: Rubric | str, judge_model: str, target_ids: Sequenc
                          raw=verdict.raw if verdict.ok else "", error=None, rationale=None, round=round,
                          template_hash=template_hash, params=params, mode="probability",
                          confidence=verdict.confidence, call_error=verdict.call_error))
+    return rows
+
+
+def aspect_probability_rows(rubric: Rubric | str, judge_model: str, target_ids: Sequence[str],
+                            results: Sequence[ChoiceLogprobs], *, target_kind: str = "response", round: int = 0,
+                            params: Mapping | None = None, template_hash: str | None = None) -> list[dict]:
+    """Rows for an aspect rubric's probability mode: results are aligned with
+    build_aspect_probability_requests (item-major, the rubric's aspects in order). Per target: one
+    `<rubric>.<aspect>` row per aspect (the expected score, its label mass as confidence) and the
+    mean row (`<rubric>`: the mean of the four, NULL with the first call error unless all four
+    calls gave a score; confidence: the smallest aspect mass; raw: the aspect scores as JSON),
+    the same rows the generate mode writes, so binarisation reads either."""
+    r = get_rubric(rubric)
+    if not r.aspects:
+        raise ValueError(f"rubric {r.name!r} rates no aspects; use probability_rows")
+    k = len(r.aspects)
+    if len(results) != k * len(target_ids):
+        raise ValueError(f"{len(target_ids)} targets × {k} aspects need {k * len(target_ids)} results, "
+                         f"got {len(results)}")
+    template_hash = template_hash or r.template_hash_for("probability")
+    params = {**(params or {}), "labels": labels_of(r)}
+    rows = []
+    for i, target_id in enumerate(target_ids):
+        common = dict(target_kind=target_kind, target_id=target_id, judge_model=judge_model, kind="pointwise",
+                      scale_max=r.scale_max, error=None, rationale=None, round=round, template_hash=template_hash,
+                      params=params, mode="probability")
+        verdicts = [probability_verdict(r, res) for res in results[i * k:(i + 1) * k]]
+        for aspect, v in zip(r.aspects, verdicts, strict=True):
+            rows.append(_row(rubric=f"{r.name}.{aspect}", score=v.score, raw=v.raw if v.ok else "",
+                             confidence=v.confidence, call_error=v.call_error, **common))
+        failed = next((v.call_error for v in verdicts if not v.ok), None)
+        if failed is not None:
+            rows.append(_row(rubric=r.name, score=None, raw="", call_error=failed, **common))
+        else:
+            scores = {a: float(f"{v.score:.4f}") for a, v in zip(r.aspects, verdicts, strict=True)}  # `round` is the arg
+            rows.append(_row(rubric=r.name, score=sum(v.score for v in verdicts) / k, raw=json.dumps(scores),
+                             confidence=min(v.confidence for v in verdicts), **common))
     return rows
 
 

@@ -8,7 +8,8 @@ ranking is mapped back. Output rows: the `judgments` table's columns plus the ju
 
 The scoring mode comes from `config["mode"]` ('auto', 'probability' or 'generate'; missing means
 auto): auto is probability wherever the rubric has it and the loaded backend gives label
-log-probabilities (hf, vllm), else generate (listwise and aspect rubrics are generate-only).
+log-probabilities (hf, vllm), else generate (listwise is generate-only; an aspect rubric runs
+probability only when asked by name: one call per aspect, no rationales).
 - generate: the judge writes reasoning and a score line; the raw text is kept, an unparsable one
   has score NULL and a parse error.
 - probability: one forward pass per prompt reads the label distribution (core.judge).
@@ -73,6 +74,12 @@ def run_shard(ctx, rows: pa.Table) -> pa.Table:
     items = rows.to_pylist()
     target_ids = [it["response_id"] for it in items]
     common = {"round": int(config.get("round", 0)), "template_hash": rubric.template_hash_for(mode)}
+    if mode == "probability" and rubric.aspects:  # one call per aspect, then the mean row
+        results = label_logprobs(ctx, judge.build_aspect_probability_requests(items, rubric), rubric)
+        table = judge.judgments_table(judge.aspect_probability_rows(rubric, config["model"]["name"], target_ids,
+                                                                    results, **common))
+        _log_call_errors(ctx, [judge.call_error_of(r) for r in results])
+        return _with_tokens(table, [1] * table.num_rows)
     if mode == "probability":
         conversations = judge.build_pointwise_requests(items, rubric, mode="probability")
         results = label_logprobs(ctx, conversations, rubric)

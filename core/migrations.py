@@ -568,9 +568,62 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
-    # Slots of the methods issue (filled by each method's work; an empty slot creates nothing).
-    ("0015_preference_labels", []),   # Zephyr: human verdicts on preference pairs
-    ("0016_contextual_rankings", []), # Tuna
-    ("0017_backtranslation", []),     # Humpback
-    ("0018_categories", []),          # CITING: categories, members, revisions
+    (
+        "0015_categories",               # CITING: categories, members, proposals (revisions are responses)
+        [
+            # CITING's categories (core.categories), grouped by scheme (a round run's name, or one a user
+            # makes): name, description and evaluation criteria (a JSON list of strings), where the
+            # category came from (teacher | recipe | human; an edit makes it human), and example texts
+            # (a recipe's seeds, which need not be instructions of the workspace). The id is fixed at
+            # creation, so a rename keeps the members and the revisions' lineage.
+            """
+            CREATE TABLE categories (
+                id          VARCHAR PRIMARY KEY,   -- hash(scheme, name first given)
+                scheme      VARCHAR NOT NULL,
+                name        VARCHAR NOT NULL,
+                description VARCHAR NOT NULL DEFAULT '',
+                criteria    JSON NOT NULL,         -- ["criterion", ...]
+                examples    JSON,                  -- ["example instruction", ...] (seed texts)
+                origin      VARCHAR NOT NULL,      -- teacher | recipe | human
+                proposal_id VARCHAR,               -- category_proposals.id when the teacher wrote it
+                created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                updated_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            # One category per instruction and scheme: seed members (the teacher put them there, or
+            # their text is a recipe example) and assigned ones (the highest mean inner product of its
+            # embedding with the seeds'), with that similarity.
+            """
+            CREATE TABLE category_members (
+                scheme         VARCHAR NOT NULL,
+                instruction_id VARCHAR NOT NULL,
+                category_id    VARCHAR NOT NULL,
+                similarity     DOUBLE,             -- mean inner product with the category's seed vectors
+                source         VARCHAR NOT NULL,   -- seed | assigned
+                round          INTEGER NOT NULL DEFAULT 0,
+                created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp,
+                PRIMARY KEY (scheme, instruction_id)
+            )
+            """,
+            # The teacher's proposals, kept whole: the raw reply, the parsed categories or NULL with
+            # the parse error, or the backend's call error; the sample of instructions it was shown.
+            """
+            CREATE TABLE category_proposals (
+                id            VARCHAR PRIMARY KEY,
+                scheme        VARCHAR NOT NULL,
+                model         VARCHAR NOT NULL,
+                job_id        VARCHAR,
+                round         INTEGER NOT NULL DEFAULT 0,
+                sample_ids    JSON NOT NULL,       -- the instructions shown, numbered 1.. in this order
+                raw           VARCHAR NOT NULL,
+                parsed        JSON,                -- [{name, description, criteria, members}] or NULL
+                parse_error   VARCHAR,
+                call_error    VARCHAR,
+                template_hash VARCHAR,
+                params        JSON,
+                created_at    TIMESTAMP NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ],
+    ),
 ]

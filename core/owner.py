@@ -188,6 +188,26 @@ def _binarise(ws, args: dict) -> dict:
     return summary.as_dict() | {"line": summary.line()}
 
 
+def _rank(ws, args: dict) -> dict:
+    from core import ranking
+
+    selection = selection_from_dict({"datasets": args.get("datasets") or []})
+    rnd = int(args.get("round") or 0)
+    if args["method"] == "contextual":
+        if not args.get("judge"):
+            raise ValueError("contextual ranking reads a listwise judge's verdicts: name the judge (--judge)")
+        summary = ranking.rank_contextual(ws, args["judge"], args["role"], args["model"], round=rnd, selection=selection)
+    else:
+        summary = ranking.rank_probabilistic(ws, args["role"], args["model"], selection, round=rnd)
+    return summary.as_dict() | {"line": summary.line()}
+
+
+def _categories_assign(ws, args: dict) -> dict:
+    from core import categories
+
+    return categories.assign(ws, args["scheme"], selection_from_dict({"datasets": args.get("datasets") or []}))
+
+
 def _curate_create(ws, args: dict) -> dict:
     from core import curate
 
@@ -230,7 +250,7 @@ OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "difficulty_chain": _difficulty_chain, "evaluate": _evaluate, "curate_create": _curate_create, "curate_list": _curate_list,
     "curate_explain": _curate_explain, "curate_diff": _curate_diff, "curate_export": _curate_export,
     "round_start": _round_start, "round_status": _round_status, "round_compare": _round_compare,
-    "binarise": _binarise,
+    "binarise": _binarise, "rank": _rank, "categories_assign": _categories_assign,
 }
 
 

@@ -179,7 +179,8 @@ def _load_builtin_stages() -> None:
 
 
 # Modules that declare stages beyond the two below (each calls `register` at import).
-BUILTIN_STAGE_MODULES: list[str] = ["core.difficulty", "core.expand"]
+BUILTIN_STAGE_MODULES: list[str] = ["core.difficulty", "core.expand", "core.ranking", "core.backtranslate",
+                                      "core.revise", "core.categories"]
 
 
 # -- generate ---------------------------------------------------------------------------------
@@ -256,7 +257,8 @@ class JudgeParams:
                         flag="--role", short="-r", kind="roles", label="Response roles")
     mode: str = param("auto", "probability: the expected score from the judge's own next-token "
                               "distribution (never fails to parse); generate: reasoning, then a parsed score "
-                              "line; auto: probability when the backend gives log-probs", kind="choice",
+                              "line; auto: probability when the backend gives log-probs (zephyr_aspects: "
+                              "generate, for its rationales; probability asks one call per aspect)", kind="choice",
                       choices=JUDGE_MODES, label="Scoring mode")
     max_tokens: int = param(256, "generate mode: tokens per verdict at most", kind="int", minimum=1, maximum=32768)
     seed: int | None = param(None, "seed (order shuffles and sampling)", kind="int", minimum=0,

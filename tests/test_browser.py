@@ -671,3 +671,69 @@ def test_a_tiny_round_started_in_the_browser_runs_to_the_end(tmp_path_factory):
         assert status["status"] == "done" and status["rounds"][0]["model"] == "browser-adder-r1"
         assert all(s["status"] == "done" for s in status["rounds"][0]["steps"])
         assert ws.model_lineage("browser-adder-r1")["round"] == 1
+
+
+PREFERENCES_SHOT = REPO / "docs" / "screenshot-preferences.png"
+REVISIONS_SHOT = REPO / "docs" / "screenshot-revisions.png"
+
+
+def test_a_preference_pair_gets_a_verdict_and_a_revision_shows_its_diff(tmp_path_factory):
+    """Preferences: Zephyr's binarised pairs, chosen and rejected side by side with their ratings;
+    a verdict is saved from the browser. Revisions: CITING's draft and revision with the word diff,
+    the model text (a <script> in the draft) shown as text. Nothing leaves the machine."""
+    from test_pages_preferences import make_pairs
+    from test_revise import run_job
+
+    from core import categories, feedback
+
+    folder = tmp_path_factory.mktemp("browser-methods")
+    with Workspace(folder / "ws") as ws:
+        make_pairs(ws, folder)
+        ws.add_model({"name": "reviser", "backend": "python", "path": "tests.test_revise:reviser",
+                      "extra": {"modules": ["tests.test_revise"]}})
+        from conftest import write_jsonl
+
+        ws.import_paths([write_jsonl(folder / "drafts.jsonl", [
+            {"instruction": "Name a fruit.", "output": "an apple <script>window.__pwned = 1</script>"}])],
+            "drafts", role="student")
+        categories.load_categories(ws, "s", [{"name": "General", "criteria": ["right", "short"],
+                                              "examples": ["Name a vegetable."]}], proposals=False)
+        categories.assign(ws, "s", ExploreFilter(datasets=["drafts"]))
+        run_job(ws, ws.create_job("revise", {"model": "reviser", "scheme": "s", "out_role": "revised"},
+                                  ExploreFilter(datasets=["drafts"])))
+    expect.set_options(timeout=WAIT_MS)
+    with serve(folder / "ws", folder) as running, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = new_page(browser)
+            outbound = watch_requests(page)
+            page.goto(f"{running['url']}/Preferences", wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name="Preferences", exact=True)).to_be_visible()
+            wait_idle(page)
+            assert_no_exception(page, "Preferences")
+            # largest margin first: the colour question (ratings 5 against 2)
+            expect(page.get_by_text(re.compile(r"margin\s+3\.00")).first).to_be_visible()
+            # the answers' markup is text: "<b>pool_1</b>" shows its angle brackets, nothing is bold
+            expect(page.get_by_text("<b>pool_1</b> answers Name a colour.", exact=False).first).to_be_visible()
+            assert page.locator("b", has_text="pool_1").count() == 0
+            page.get_by_role("button", name="Chosen is better").first.click()
+            expect(page.get_by_text("Saved: chosen is better.", exact=False)).to_be_visible()
+            wait_idle(page)
+            readme_shot(page, PREFERENCES_SHOT)
+
+            page.goto(f"{running['url']}/Revisions", wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name="Revisions", exact=True)).to_be_visible()
+            wait_idle(page)
+            assert_no_exception(page, "Revisions")
+            expect(page.get_by_text("category: General", exact=False)).to_be_visible()
+            inserted = page.locator(".diff-ins").first
+            expect(inserted).to_be_visible()
+            assert "<SCRIPT>" in inserted.inner_text().upper()  # the revision's tag, shown as text
+            expect(page.locator(".diff-del").first).to_be_visible()
+            assert page.evaluate("() => window.__pwned === undefined")
+            readme_shot(page, REVISIONS_SHOT)
+        finally:
+            browser.close()
+    assert_nothing_left_the_machine(outbound)
+    with Workspace(folder / "ws") as ws:  # the verdict is a review of the pair, as the judge's calibration reads it
+        assert feedback.human_agreement(ws, "aspect-m").n_verdicts == 1

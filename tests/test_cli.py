@@ -174,3 +174,18 @@ def test_busy_workspace_without_owner_is_a_clear_error(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_rank_and_categories_commands_report_and_refuse_clearly(tmp_path, capsys):
+    """`winnow rank` ranks stored answers by their mean log-prob (a model with no answers: nothing
+    ranked, said so); contextual ranking without a judge and a scheme without categories are clear
+    errors, not tracebacks."""
+    root = tmp_path / "ws"
+    Workspace(root).close()
+    assert main(["rank", "probabilistic", "--role", "teacher", "--model", "nobody", "--json", "--workspace", str(root)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ranked"] == summary["instructions"] == 0
+    assert main(["rank", "contextual", "--role", "teacher", "--model", "nobody", "--workspace", str(root)]) != 0
+    assert "name the judge" in capsys.readouterr().err
+    assert main(["categories", "assign", "--scheme", "none", "--workspace", str(root)]) != 0
+    assert "categor" in capsys.readouterr().err

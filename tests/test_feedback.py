@@ -352,3 +352,17 @@ def test_the_cli_binarises_and_prints_the_summary_as_json(judged_root, tmp_path,
     assert cli.main(["binarise", "--judge", "no-such-judge", "--role", "pool_1", "--role", "pool_2",
                      "--workspace", str(tmp_path / "ws")]) == 2
     assert "no-such-judge" in capsys.readouterr().err
+
+
+def test_answer_rounds_read_static_pool_answers_into_a_later_rounds_pairs(ws):
+    """Zephyr's static pool models answer once (round 0); round 2's pairs read them from there."""
+    nothing = binarise(ws, JUDGE, POOL, round=2, selection=POOL_SELECTION)
+    assert nothing.pairs == 0 and nothing.dropped == {"no answer of these roles": len(cases())}
+    later = binarise(ws, JUDGE, POOL, round=2, selection=POOL_SELECTION, answer_rounds={r: 0 for r in POOL})
+    first = binarise(ws, JUDGE, POOL, round=0, selection=POOL_SELECTION)
+    assert later.pairs == first.pairs > 0 and later.new == later.pairs  # other round: other pair ids
+    stored = [p for p in ws.store.feedback_pairs(JUDGE) if p["round"] == 2]
+    assert len(stored) == later.pairs and stored[0]["params"]["answer_rounds"] == {r: 0 for r in POOL}
+    for bad, message in [({"pool_9": 0}, "not one of the roles"), ({"pool_1": -1}, "whole number")]:
+        with pytest.raises(ValueError, match=message):
+            binarise(ws, JUDGE, POOL, round=2, selection=POOL_SELECTION, answer_rounds=bad)

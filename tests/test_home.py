@@ -163,11 +163,12 @@ def test_router_names_home_first_and_every_page(app_env):
     assert pages[0]["page_name"] == "Home" and pages[0]["url_pathname"] == ""  # the default page, at /
     titles = [p["page_name"] for p in pages]
     assert titles == ["Home", "Import", "Explore", "Models", "Jobs", "Review", "Judgments", "Difficulty & tasks",
-                      "Curate", "Export", "Train", "Rounds"]
+                      "Curate", "Export", "Train", "Rounds", "Preferences", "Rankings", "Backtranslation",
+                      "Categories", "Revisions"]
     assert "app" not in titles
     # The pages keep the URLs they had before the router (bookmarks still work).
     assert {p["url_pathname"] for p in pages[1:]} >= {"Explore", "Jobs", "Difficulty_and_Tasks", "Review", "Train",
-                                                      "Rounds"}
+                                                      "Rounds", "Preferences", "Revisions"}
 
 
 def test_home_steps_from_import_to_judge_to_review(app_ws, pairs_file):

@@ -254,3 +254,62 @@ def test_probabilistic_ranking_from_a_real_generate_job(tmp_path):
         assert ranking_groups(ws, model="someone-else") == []
     finally:
         ws.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The ranking objective: a training job on a frozen ranking set
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_ranking_objective_validates_its_settings():
+    from core.train import objectives
+
+    assert objectives.parse({"kind": "ranking"}) == {"kind": "ranking", "margin": 0.1, "nll_weight": 1.0,
+                                                     "rank_weight": 1.0}
+    assert objectives.parse({"kind": "ranking", "margin": 0.3})["margin"] == 0.3
+    with pytest.raises(ValueError, match="margin must be a number ≥ 0, not -1"):
+        objectives.parse({"kind": "ranking", "margin": -1})
+    with pytest.raises(ValueError, match="unknown setting.*lam"):
+        objectives.parse({"kind": "ranking", "lam": 0.1})
+    with pytest.raises(ValueError, match="both 0"):
+        objectives.parse({"kind": "ranking", "nll_weight": 0, "rank_weight": 0})
+
+
+@pytest.mark.slow  # a generate job and a training job on tiny-random: ~15 s on the shared CPU
+def test_a_ranking_training_job_registers_a_model_whose_ranking_loss_fell(tmp_path):
+    from core.ranking import freeze_ranking_set, ranking_set
+    from core.train import job as train_job
+
+    ws = Workspace(tmp_path / "ws")
+    try:
+        ws.import_paths([write_jsonl(tmp_path / "pairs.jsonl", SMALL_PAIRS)], "small")
+        job_id = ws.create_job("generate", {"model": "tiny-random", "role": "teacher", "n": 3, "temperature": 1.0,
+                                            "max_tokens": 12, "seed": 3}, shard_size=8)
+        assert jobs.run(ws.job_dir(job_id)) == 0, ws.job_log(job_id)
+        ws.ingest_job(job_id)
+        summary = rank_probabilistic(ws, "teacher", "tiny-random")
+        made = freeze_ranking_set(ws, "p-set", "probabilistic", role="teacher", model="tiny-random", round=0)
+        assert made["n_groups"] == summary.ranked >= 4 and made["method"] == "probabilistic"
+        assert ranking_set(ws, "p-set") == made
+        with pytest.raises(ValueError, match="no ranking set named 'nothing'"):
+            ws.create_training_job("never", "nothing", config(), objective={"kind": "ranking"})
+
+        cfg = config(max_steps=10, batch_size=2, learning_rate=3e-3).to_dict()
+        train_id = ws.create_training_job("ranked", "p-set", cfg, round=1, threads=1,
+                                          objective={"kind": "ranking", "margin": 0.1})
+        saved = json.loads((ws.job_dir(train_id) / jobs.CONFIG).read_text())
+        assert saved["objective"] == {"kind": "ranking", "margin": 0.1, "nll_weight": 1.0, "rank_weight": 1.0}
+        assert saved["snapshot"]["content_hash"] == made["content_hash"]
+        assert jobs.run(ws.job_dir(train_id)) == 0, ws.job_log(train_id)
+        assert ws.ingest_job(train_id)["registered"] == "ranked"
+        history = train_job.metrics(ws.job_dir(train_id))
+        assert len(history) == 10 and {"rank_loss", "rank_accuracy", "nll"} <= set(history[0])
+        first = sum(r["rank_loss"] for r in history[:3]) / 3
+        last = sum(r["rank_loss"] for r in history[-3:]) / 3
+        assert last < first, [round(r["rank_loss"], 4) for r in history]
+        lineage = ws.model_lineage("ranked")
+        assert lineage["objective"]["kind"] == "ranking" and lineage["snapshot"] == "p-set"
+        assert (ws.root / "models" / "ranked" / "model" / RANKING_CONFIG_FILE).is_file()
+        assert ws.model("ranked").backend == "hf"
+    finally:
+        ws.close()

@@ -19,9 +19,8 @@ from core import jobs
 from core.curate import create_snapshot
 from core.llm.base import GenerationParams
 from core.llm.registry import load_backend
-from core.train import TrainConfig, examples_from_parquet, latest_checkpoint, train
+from core.train import TrainConfig, examples_from_parquet, latest_checkpoint, sft, train
 from core.train import job as train_job
-from core.train import sft
 
 SPEC = {"kind": "sft", "roles": ["seed"], "system_tags": {"default": "Answer briefly."}}
 

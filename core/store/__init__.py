@@ -19,8 +19,8 @@ from __future__ import annotations
 from core.selection import ExploreFilter
 from core.store.backtranslate import BacktranslateQueries
 from core.store.base import BaseStore, BulkUnreadable, WorkspaceBusy, like_pattern
-from core.store.categories import CategoryQueries
 from core.store.bench import BenchQueries
+from core.store.categories import CategoryQueries
 from core.store.corpus import CorpusQueries
 from core.store.difficulty import DifficultyQueries
 from core.store.documents import DocumentQueries

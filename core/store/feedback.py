@@ -41,7 +41,8 @@ FEEDBACK_SELECT_INSTRUCTIONS = """
 CREATE OR REPLACE TEMP TABLE feedback_instructions AS
 SELECT i.id, i.rowid AS seq FROM instructions i WHERE {where} ORDER BY i.rowid LIMIT ?
 """
-# Per answer: each aspect's score is the mean of its parsed verdicts (repeated ratings average, as
+# Which answers: each role's in its round ("role\x1fround" keys: a static pool model answers once,
+# the student anew each round). Per answer: each aspect's score is the mean of its parsed verdicts (repeated ratings average, as
 # everywhere else), with the ids of those verdicts (their rows hold the rationales). An answer is
 # rated when every aspect has a score; otherwise `missing` says why: no verdict of this judge and
 # template at all, only failed calls, or an aspect without a parsed score.
@@ -51,7 +52,7 @@ WITH answers AS (
     SELECT r.id, r.instruction_id, r.rowid AS seq
     FROM responses r
     WHERE r.instruction_id IN (SELECT id FROM feedback_instructions)
-      AND list_contains($roles::VARCHAR[], r.role) AND r.round = $round
+      AND list_contains($role_rounds::VARCHAR[], concat_ws(chr(31), r.role, CAST(r.round AS VARCHAR)))
 ), per_aspect AS (
     SELECT j.target_id, j.rubric, avg(j.score) AS score, count(*) AS n_verdicts,
            count(j.call_error) AS n_call_errors,
@@ -159,8 +160,38 @@ FROM pair_feedback f JOIN preference_pairs p ON p.id = f.pair_id
 WHERE (?::VARCHAR IS NULL OR f.judge_model = ?) AND (?::VARCHAR IS NULL OR p.instruction_id = ?)
 ORDER BY f.created_at DESC, p.instruction_id, p.id
 """
+# AI-feedback pairs with their current human verdict (the latest decision on the pair: accept =
+# the chosen answer is better, reject = the rejected one is, tie). Bind order: judge_model x2, round x2.
+SELECT_PAIR_VERDICTS = """
+SELECT p.id AS pair_id, p.instruction_id, p.round, f.judge_model, f.rubric, f.chosen_score, f.rejected_score,
+       f.margin, d.decision
+FROM pair_feedback f JOIN preference_pairs p ON p.id = f.pair_id
+JOIN target_decisions d ON d.target_id = p.id
+WHERE (?::VARCHAR IS NULL OR f.judge_model = ?) AND (?::INTEGER IS NULL OR p.round = ?)
+ORDER BY p.round, p.id
+"""
+# The page's list: pairs with lineage, filtered by round and judge, largest margin first, with
+# the texts and the current human verdict. Bind order: judge_model x2, round x2, limit.
+SELECT_PAIRS_FOR_REVIEW = """
+SELECT p.id AS pair_id, p.instruction_id, p.round, p.chosen_id, p.rejected_id, f.judge_model, f.rubric,
+       f.template_hash, f.chosen_score, f.rejected_score, f.margin, f.ratings, i.text AS instruction, i.input,
+       c.text AS chosen, r.text AS rejected, c.role AS chosen_role, r.role AS rejected_role,
+       c.model AS chosen_model, r.model AS rejected_model, d.decision
+FROM pair_feedback f JOIN preference_pairs p ON p.id = f.pair_id
+JOIN instructions i ON i.id = p.instruction_id
+JOIN responses c ON c.id = p.chosen_id
+JOIN responses r ON r.id = p.rejected_id
+LEFT JOIN target_decisions d ON d.target_id = p.id
+WHERE (?::VARCHAR IS NULL OR f.judge_model = ?) AND (?::INTEGER IS NULL OR p.round = ?)
+ORDER BY f.margin DESC, p.round, p.id
+LIMIT ?
+"""
+SELECT_FEEDBACK_FACETS = """
+SELECT DISTINCT f.judge_model, p.round FROM pair_feedback f JOIN preference_pairs p ON p.id = f.pair_id
+ORDER BY f.judge_model, p.round
+"""
 SELECT_JUDGMENTS_BY_ID = """
-SELECT id, target_id, judge_model, rubric, score, rationale, raw, template_hash
+SELECT id, target_id, judge_model, rubric, score, rationale, raw, template_hash, mode, confidence
 FROM judgments WHERE list_contains(?::VARCHAR[], id) ORDER BY rubric, id
 """
 
@@ -170,13 +201,16 @@ class FeedbackQueries:
 
     def binarise_pairs(self, f: ExploreFilter, *, judge_model: str, rubric: str, aspect_rubrics: list[str],
                        template_hash: str, roles: list[str], round: int, seed: int, min_margin: float,
-                       params: dict) -> dict:
+                       params: dict, answer_rounds: dict[str, int] | None = None) -> dict:
         """Binarise the selected instructions' rated answers and write the new pairs with their
-        lineage, in one transaction. Returns {"pairs": {dropped reason (None = a pair): n},
-        "answers": {missing reason (None = rated): n}, "new": pairs written now}."""
+        lineage, in one transaction. answer_rounds: the round each role's answers are read from
+        (default: `round` for every role; the pairs are `round`'s either way). Returns {"pairs":
+        {dropped reason (None = a pair): n}, "answers": {missing reason (None = rated): n}, "new":
+        pairs written now}."""
         where, values = self.explore_where(f)
         named = {"judge_model": judge_model, "rubric": rubric, "template_hash": template_hash, "round": int(round),
                  "seed": int(seed), "roles": list(roles), "aspect_rubrics": list(aspect_rubrics),
+                 "role_rounds": [f"{role}\x1f{int((answer_rounds or {}).get(role, round))}" for role in roles],
                  "min_margin": float(min_margin), "params": json.dumps(params, sort_keys=True)}
         # On an error the rollback removes the temp tables too (they were made in the transaction).
         with self.transaction() as cur:
@@ -205,6 +239,22 @@ class FeedbackQueries:
             row["ratings"] = json.loads(row["ratings"])
             row["params"] = json.loads(row["params"]) if row["params"] else None
         return rows
+
+    def pair_verdicts(self, judge_model: str | None = None, round: int | None = None) -> list[dict]:
+        """AI-feedback pairs that have a human decision, with their margin (for agreement and τ)."""
+        return self._dicts(SELECT_PAIR_VERDICTS, [judge_model, judge_model, round, round])
+
+    def pairs_for_review(self, judge_model: str | None = None, round: int | None = None,
+                         limit: int = 200) -> list[dict]:
+        """AI-feedback pairs with texts and the current human verdict, largest margin first."""
+        rows = self._dicts(SELECT_PAIRS_FOR_REVIEW, [judge_model, judge_model, round, round, int(limit)])
+        for row in rows:
+            row["ratings"] = json.loads(row["ratings"]) if row["ratings"] else {}
+        return rows
+
+    def feedback_facets(self) -> list[dict]:
+        """The (judge_model, round) combinations AI-feedback pairs exist for."""
+        return self._dicts(SELECT_FEEDBACK_FACETS, [])
 
     def judgments_by_id(self, ids: list[str]) -> list[dict]:
         """The judgment rows a pair's ratings name (their rationales and raw verdicts)."""

@@ -1,6 +1,7 @@
 """SQL for Tuna's rankings (core.ranking): the answers a ranking reads, and the rankings table.
 
-The table is the migration `core.ranking.RANKINGS_MIGRATION` (to be appended to core/migrations.py).
+The table is migration 0013_rankings (core/migrations.py). Contextual ranking reads the listwise
+judge's rows (core.judge.listwise_rows: one per response, score = its rank, params.list the list).
 Rankings are written with an anti-join on id (ids are content hashes: a re-run adds nothing);
 a later ranking of the same answers' key (say after a new sample arrived) is a new row, and
 readers take the newest per (instruction, method, role, model, judge, round).
@@ -49,6 +50,42 @@ ORDER BY i.rowid, l.role, l.model, l.judge
 """
 SELECT_RESPONSE_TEXTS = "SELECT id, text FROM responses WHERE list_contains(?::VARCHAR[], id)"
 COUNT_RANKINGS = "SELECT count(*) FROM rankings"
+# Every listwise judgment row (one per ranked response) of one judge and rubric on the lists that
+# hold an answer of this role, model and round, with the answer's own role, model and round (a
+# list may mix in others: the ranking reader refuses those). Bind order: judge, rubric, role,
+# model, round, judge, rubric, then the selection's values.
+SELECT_LISTWISE_JUDGMENTS = """
+WITH lists AS (
+    SELECT DISTINCT j.params->>'$.list' AS list
+    FROM judgments j JOIN responses r ON r.id = j.target_id
+    WHERE j.kind = 'listwise' AND j.target_kind = 'response' AND j.judge_model = ? AND j.rubric = ?
+      AND r.role = ? AND r.model = ? AND r.round = ?
+)
+SELECT j.params->>'$.list' AS list, j.target_id AS response_id, r.instruction_id, r.role, r.model,
+       r.round AS response_round, j.score, j.raw, j.parse_error, j.call_error, j.template_hash,
+       j.params, j.created_at, j.rowid AS seq
+FROM judgments j
+JOIN responses r ON r.id = j.target_id
+JOIN instructions i ON i.id = r.instruction_id
+WHERE j.kind = 'listwise' AND j.target_kind = 'response' AND j.judge_model = ? AND j.rubric = ?
+  AND j.params->>'$.list' IN (SELECT list FROM lists) AND {where}
+ORDER BY i.rowid, list, j.rowid
+"""
+# What has been ranked: one row per (method, round, role, model, judge) with its newest rankings
+# counted, valid and invalid (the Rankings page's choices).
+SELECT_RANKING_KEYS = """
+WITH latest AS (
+    SELECT k.*, row_number() OVER (PARTITION BY instruction_id, method, role, model, coalesce(judge, ''), round
+                                   ORDER BY created_at DESC, rowid DESC) AS newest
+    FROM rankings k
+)
+SELECT method, round, role, model, judge, count(*) AS rankings,
+       count(*) FILTER (WHERE response_ids IS NOT NULL) AS valid,
+       count(*) FILTER (WHERE response_ids IS NULL) AS invalid
+FROM latest WHERE newest = 1
+GROUP BY method, round, role, model, judge
+ORDER BY round, method DESC, role, model, judge
+"""
 
 
 class RankingQueries:
@@ -72,6 +109,16 @@ class RankingQueries:
         where, values = self.explore_where(f)
         return self._dicts(SELECT_LATEST_RANKINGS.format(where=where),
                            [method, role, role, model, model, judge, judge, round, round] + values)
+
+    def listwise_judgments(self, f: ExploreFilter, judge: str, rubric: str, role: str, model: str,
+                           round: int) -> list[dict]:
+        """Listwise judgment rows contextual ranking reads (see SELECT_LISTWISE_JUDGMENTS)."""
+        where, values = self.explore_where(f)
+        return self._dicts(SELECT_LISTWISE_JUDGMENTS.format(where=where),
+                           [judge, rubric, role, model, int(round), judge, rubric] + values)
+
+    def ranking_keys(self) -> list[dict]:
+        return self._dicts(SELECT_RANKING_KEYS)
 
     def response_texts(self, ids: list[str]) -> dict[str, str]:
         return dict(self._rows(SELECT_RESPONSE_TEXTS, [list(ids)]))

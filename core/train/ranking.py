@@ -462,6 +462,46 @@ def train_ranking(config: TrainConfig, groups: Sequence[RankingGroup], output_di
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# The "ranking" training objective (core.train.objectives' contract)
+# --------------------------------------------------------------------------------------------
+
+OBJECTIVE_KEYS = ("margin", "nll_weight", "rank_weight")
+
+
+def parse_objective(d: dict) -> dict:
+    """{"kind": "ranking", "margin": λ (0.1), "nll_weight": 1.0, "rank_weight": 1.0}, validated."""
+    unknown = sorted(set(d) - {"kind", *OBJECTIVE_KEYS})
+    if unknown:
+        raise ValueError(f"objective ranking: unknown setting(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(OBJECTIVE_KEYS)}")
+    values = {k: d[k] for k in OBJECTIVE_KEYS if k in d}
+    for key, value in values.items():
+        if not _is_num(value) or value < 0:
+            raise ValueError(f"objective ranking: {key} must be a number ≥ 0, not {value!r}")
+    params = RankingParams(**{k: float(v) for k, v in values.items()})
+    return {"kind": "ranking"} | asdict(params)
+
+
+def objective_params(objective: dict) -> RankingParams:
+    return RankingParams(**{k: objective[k] for k in OBJECTIVE_KEYS if k in objective})
+
+
+def data_source(ws, name: str, objective: dict) -> dict:
+    """A ranking set (core.ranking.freeze_ranking_set) by name."""
+    from core.ranking import ranking_set
+
+    info = ranking_set(ws, name)  # ValueError: no ranking set named …
+    return {"name": info["name"], "parquet_path": info["parquet_path"], "content_hash": info["content_hash"]}
+
+
+def train_objective(config, objective: dict, parquet, output_dir, progress, should_stop, threads):
+    from core.ranking import read_ranking_set
+
+    return train_ranking(config, read_ranking_set(parquet), output_dir, progress, params=objective_params(objective),
+                         resume_from="latest", should_stop=should_stop, threads=threads)
+
+
 __all__ = ["DEFAULT_MARGIN", "LEARNING_RATES", "RANKING_CONFIG_FILE", "RankingGroup", "RankingParams",
-           "group_batch", "ranking_loss", "ranking_pair_terms", "sequence_scores", "tokenize_groups", "train_ranking",
-           "tuna_loss", "tuna_loss_parts"]
+           "data_source", "group_batch", "objective_params", "parse_objective", "ranking_loss", "ranking_pair_terms",
+           "sequence_scores", "tokenize_groups", "train_objective", "train_ranking", "tuna_loss", "tuna_loss_parts"]
