@@ -47,5 +47,60 @@ def p95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=20)[-1] if len(samples) >= 20 else max(samples)
 
 
+RESULTS: list[dict] = []  # every report of this process, for BENCHMARKS.md (bench/run.py)
+
+
 def report(name: str, **fields) -> None:
-    print(json.dumps({"bench": name, **fields}), flush=True)
+    record = {"bench": name, **fields}
+    RESULTS.append(record)
+    print(json.dumps(record), flush=True)
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import os
+    import platform
+
+    info = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["gpu"] = None
+    try:
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    return info
+
+
+# Field names that hold a benchmark's ratio against its same-run baseline, and its target.
+RATIO_KEYS = ("ratio", "speedup", "ratio_real_tokens_per_s", "vs_bare_p95", "vs_read_json")
+TARGET_KEYS = ("target", "target_ratio", "target_s")
+
+
+def _figure(record: dict) -> tuple[str, str, str]:
+    ratio = next((f"{k} = {record[k]}" for k in RATIO_KEYS if k in record), "")
+    target = next((f"{k} = {record[k]}" for k in TARGET_KEYS if k in record), "")
+    rest = ", ".join(f"{k} = {v}" for k, v in record.items()
+                     if k != "bench" and k not in RATIO_KEYS and k not in TARGET_KEYS
+                     and not isinstance(v, (dict, list)))
+    return ratio, target, rest
+
+
+def write_markdown(path, records: list[dict], info: dict, command: str) -> None:
+    """BENCHMARKS.md: one row per figure, its ratio against the baseline measured in the same run,
+    the target where there is one, and the machine."""
+    from datetime import datetime, timezone
+
+    lines = ["# Benchmarks", "",
+             f"Written by `{command}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Every ratio is "
+             "against a baseline measured in the same run, on the same machine; rerun to refresh.", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ("" if info.get("gpu") else " (CPU only)"),
+             "", "| benchmark | ratio | target | figures |", "|---|---|---|---|"]
+    for record in records:
+        ratio, target, rest = _figure(record)
+        lines.append(f"| {record['bench']} | {ratio} | {target} | {rest} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

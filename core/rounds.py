@@ -208,10 +208,11 @@ class Round:
                                round=self.number, limit=e.get("limit"), max_tokens=e.get("max_tokens", 256),
                                pointwise=e.get("pointwise"), mode=e.get("mode", "auto"), shard_size=r.shard_size,
                                runner=runner)
-        return self.compute(name, lambda: _json_safe(ev.as_dict()))
+        return self.compute(name, lambda: json_safe(ev.as_dict()))
 
 
-def _json_safe(value):
+def json_safe(value):
+    """A value as JSON would give it back (what a round step stores)."""
     return json.loads(json.dumps(value, default=str))
 
 
@@ -316,9 +317,9 @@ def tapir_round(r: Round) -> RoundResult:
 
     metrics = {"alpha": alpha, "delta": t.delta, "mfd": mfd, "seeds": len(seed_ids),
                "expanded": _count(ws, expanded), "train_members": train["members"],
-               "weights": train_spec["weights"], "alpha_counts": alpha_counts, "evaluation": _eval_summary(ev),
+               "weights": train_spec["weights"], "alpha_counts": alpha_counts, "evaluation": eval_summary(ev),
                "lineage": ws.model_lineage(model)}
-    return RoundResult(model, train["snapshot"], _json_safe(metrics))
+    return RoundResult(model, train["snapshot"], json_safe(metrics))
 
 
 def _sampling(rc: Recipe) -> dict:
@@ -371,7 +372,8 @@ def _training_spec(ws, rc: Recipe, t: Tapir, datasets: list[str], roles: list[st
     return spec
 
 
-def _eval_summary(ev: dict) -> dict:
+def eval_summary(ev: dict) -> dict:
+    """The numbers of an evaluation a round's metrics keep (core.evaluate's as_dict)."""
     keys = ("model_a", "model_b", "prompts", "n_prompts", "n", "wins", "ties", "losses", "win_rate", "win_low",
             "win_high", "flip_rate", "score_a", "score_b", "n_reference", "exact_a", "exact_b", "exact_match_a",
             "exact_match_b", "exact_match_a_interval", "exact_match_b_interval", "line")
@@ -435,7 +437,7 @@ def start_run(ws, recipe: Recipe | str | Path | dict, rounds: int | None = None)
     if rounds is not None and rounds != recipe.rounds:
         recipe = Recipe(**{**recipe.__dict__, "rounds": rounds})
     notes = prepare(ws, recipe)
-    ws.store.save_round_run(recipe.name, recipe.method, _json_safe(recipe.to_dict()), recipe.source, recipe.rounds)
+    ws.store.save_round_run(recipe.name, recipe.method, json_safe(recipe.to_dict()), recipe.source, recipe.rounds)
     for row in ws.store.rounds(recipe.name):
         if row["status"] == "failed":
             for step in ws.store.round_steps(row["id"]):
@@ -589,6 +591,6 @@ def compare(ws, a: str, b: str) -> dict:
     if fa["model"] and fb["model"]:
         found = evaluate.latest_evaluation(ws, fb["model"], fa["model"]) or evaluate.latest_evaluation(
             ws, fa["model"], fb["model"])
-        head = _eval_summary(found.as_dict()) if found else None
+        head = eval_summary(found.as_dict()) if found else None
     out["head_to_head"] = head
     return out

@@ -37,8 +37,11 @@ DASH = "—"
 
 
 def recipe_files(folder: Path = RECIPES_DIR) -> list[Path]:
-    """The shipped recipes, by name."""
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    """The shipped recipes: the laptop ones first (TAPIR's, the first closed loop, leading), then
+    the GPU ones, each group by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.yaml"), key=lambda p: (not p.stem.endswith("-tiny"), p.stem != "tapir-tiny", p.stem))
 
 
 def recipe_comment(text: str) -> str:

@@ -41,7 +41,7 @@ from core import categories as categories_mod
 from core.categories import validate_category
 from core.recipes import RecipeError
 from core.revise import MODES, drop_counts
-from core.rounds import Round, RoundFailed, RoundResult, _eval_summary, _json_safe
+from core.rounds import Round, RoundFailed, RoundResult, eval_summary, json_safe
 from core.selection import ExploreFilter
 
 STUDENT = "student"
@@ -191,8 +191,8 @@ def citing_round(r: Round) -> RoundResult:
     metrics = {"scheme": scheme, "categories": len(assigned["members"]), "members": assigned["members"],
                "assigned": assigned["assigned"], "skipped_categories": assigned["skipped_categories"],
                "revision_role": role, "revisions": counts, "modes": per_mode, "train_members": train["members"],
-               "aspects": aspects, "evaluation": _eval_summary(ev), "lineage": ws.model_lineage(model)}
-    return RoundResult(model, train["snapshot"], _json_safe(metrics))
+               "aspects": aspects, "evaluation": eval_summary(ev), "lineage": ws.model_lineage(model)}
+    return RoundResult(model, train["snapshot"], json_safe(metrics))
 
 
 def _count(ws, datasets: list[str], role: str) -> int:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 from core.backtranslate import CANDIDATE_ROLE, drop_counts, keep_candidates, write_backward_data
 from core.recipes import RecipeError
-from core.rounds import Round, RoundFailed, RoundResult, _eval_summary, _json_safe
+from core.rounds import Round, RoundFailed, RoundResult, eval_summary, json_safe
 from core.selection import ExploreFilter
 
 # The paper's tags, in our words (DESIGN §6).
@@ -213,10 +213,10 @@ def humpback_round(r: Round) -> RoundResult:
         "candidates": curation["candidates"], "judged": curation["judged"], "kept": curation["kept"],
         "kept_share": curation["kept_share"], "curator_mean_score": curation["mean_score"],
         "near_k": curation["near_k"], "kept_none": empty, "augment": augment, "seed_only_model": m0,
-        "train_members": train["members"], "baseline": baseline, "evaluation": _eval_summary(ev),
+        "train_members": train["members"], "baseline": baseline, "evaluation": eval_summary(ev),
         "lineage": ws.model_lineage(model),
     }
-    return RoundResult(model, train["snapshot"], _json_safe(metrics))
+    return RoundResult(model, train["snapshot"], json_safe(metrics))
 
 
 round_function = humpback_round

@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from core.recipes import RecipeError
-from core.rounds import Round, RoundFailed, RoundResult, _eval_summary, _json_safe
+from core.rounds import Round, RoundFailed, RoundResult, eval_summary, json_safe
 from core.selection import ExploreFilter
 
 TEACHER = "teacher"
@@ -187,8 +187,8 @@ def tuna_round(r: Round) -> RoundResult:
                "losses_p": _losses(ws, p_model), "contextual": contextual,
                "groups_c": c_set["n_groups"] if c_set else 0,
                "losses_c": _losses(ws, model) if c_set else None, "model_p": p_model,
-               "evaluation": _eval_summary(ev), "lineage": ws.model_lineage(model)}
-    return RoundResult(model, None, _json_safe(metrics))
+               "evaluation": eval_summary(ev), "lineage": ws.model_lineage(model)}
+    return RoundResult(model, None, json_safe(metrics))
 
 
 round_function = tuna_round

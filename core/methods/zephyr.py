@@ -112,7 +112,7 @@ def zephyr_round(r):
     """dSFT (round 1) → pool answers → aspect ratings → pairs → DPO → evaluation."""
     from core import judge
     from core.feedback import binarise
-    from core.rounds import RoundFailed, RoundResult, _eval_summary, _json_safe
+    from core.rounds import RoundFailed, RoundResult, eval_summary, json_safe
     from core.train import job as train_job
 
     ws, rc, z, n = r.ws, r.recipe, r.recipe.params, r.number
@@ -184,8 +184,8 @@ def zephyr_round(r):
                "dpo": {"steps": last.get("step"), "first_loss": history[0]["loss"] if history else None,
                        "final_loss": last.get("loss"), "reward_accuracy": last.get("rewards_accuracies"),
                        "reward_margin": last.get("rewards_margins")},
-               "evaluation": _eval_summary(ev), "lineage": ws.model_lineage(model)}
-    return RoundResult(model, snap["snapshot"], _json_safe(metrics))
+               "evaluation": eval_summary(ev), "lineage": ws.model_lineage(model)}
+    return RoundResult(model, snap["snapshot"], json_safe(metrics))
 
 
 round_function = zephyr_round
