@@ -21,6 +21,7 @@ training round gets, and how:
       default: 1.0
       rules:
         - {when: {tasks: [math], mfd_min: 1.0}, weight: 2.0}
+    pairs: {methods: [ai_feedback], rounds: [2]}   # preference only: which pairs of an instruction
     system_tags:                 # first matching rule wins; else default (null: the instruction's own)
       rules:
         - {when: {datasets: [seed]}, tag: "Answer in the style of an AI assistant."}
@@ -188,6 +189,16 @@ class SystemTags:
 
 
 @dataclass(frozen=True)
+class PairFilter:
+    """Which preference pairs a preference snapshot takes (empty: any): by how they were made
+    (`preference_pairs.method`: import, ai_feedback, ...) and the round they belong to. A Zephyr
+    round trains on its own round's pairs, not on every pair its prompts ever had."""
+
+    methods: tuple[str, ...] = ()
+    rounds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Spec:
     kind: str = "sft"
     datasets: tuple[str, ...] = ()
@@ -206,10 +217,15 @@ class Spec:
     rebalance: Rebalance | None = None
     weights: Weights = field(default_factory=Weights)
     system_tags: SystemTags = field(default_factory=SystemTags)
+    pairs: PairFilter | None = None
 
     def to_dict(self) -> dict:
-        """The canonical form (every key), which load_spec reads back to an equal Spec."""
-        return _plain(self)
+        """The canonical form (every key; `pairs` only when set, so the specs and content hashes
+        written before it existed stay the same), which load_spec reads back to an equal Spec."""
+        d = _plain(self)
+        if d["pairs"] is None:
+            del d["pairs"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
@@ -305,6 +321,7 @@ def _parse_spec(d: dict) -> Spec:
         rebalance=_rebalance(d.get("rebalance")),
         weights=_weights(d.get("weights")),
         system_tags=_system_tags(d.get("system_tags")),
+        pairs=_pairs(d.get("pairs"), kind),
     )
     if len(_judge_list(spec)) > MAX_JUDGES:  # the store keeps one score column per judge
         raise SpecError(f"judges: at most {MAX_JUDGES} judges (dedup's included), got {len(_judge_list(spec))}")
@@ -337,6 +354,21 @@ def _list(path: str, value) -> list:
     if not isinstance(value, list | tuple):
         raise SpecError(f"{path}: expected a list, got {value!r}")
     return list(value)
+
+
+def _pairs(value, kind: str) -> PairFilter | None:
+    if value is None:
+        return None
+    if kind != "preference":
+        raise SpecError(f"pairs: only a preference snapshot takes a pair filter, this one is {kind}")
+    if not isinstance(value, Mapping):
+        raise SpecError(f"pairs: expected a mapping with methods and/or rounds, got {value!r}")
+    _check_keys("pairs", dict(value), PairFilter)
+    rounds = _list("pairs.rounds", value.get("rounds") or [])
+    for r in rounds:
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise SpecError(f"pairs.rounds: expected round numbers (integers ≥ 0), got {r!r}")
+    return PairFilter(methods=_names("pairs.methods", value.get("methods") or []), rounds=tuple(dict.fromkeys(rounds)))
 
 
 def _names(path: str, value) -> tuple[str, ...]:
@@ -556,7 +588,9 @@ def _dataset_ids(store, spec: Spec) -> dict[str, str]:
 
 def build_query(store, spec: Spec) -> CurateQuery:
     ids = _dataset_ids(store, spec)
+    pair_filter = spec.pairs or PairFilter()
     return CurateQuery(pool=spec.kind, roles=spec.roles, dataset_ids=tuple(ids[d] for d in spec.datasets),
+                       pair_methods=pair_filter.methods, pair_rounds=pair_filter.rounds,
                        judges=tuple(_judge_list(spec)), difficulty_round=spec.difficulty.round,
                        mfd_source=spec.difficulty.mfd_source, ifd_source=spec.difficulty.ifd_source,
                        rules=tuple(r.query for r in spec_rules(spec)))
@@ -866,7 +900,9 @@ def create_snapshot(ws, spec, name: str, embed: Callable[[list[str]], np.ndarray
         return _snapshot_from_row(ws, existing)
     folder = snapshots_dir(ws)
     path, drops_path = folder / f"{name}.parquet", folder / f"{name}.drops.parquet"
-    texts = ws.store.snapshot_member_texts(plan.members, pairs=spec.kind == "preference")
+    pair_filter = spec.pairs or PairFilter()
+    texts = ws.store.snapshot_member_texts(plan.members, pairs=spec.kind == "preference",
+                                           pair_methods=pair_filter.methods, pair_rounds=pair_filter.rounds)
     tmp, drops_tmp = _write_tmp(texts, path), _write_tmp(plan.drops, drops_path)
     n_instructions = len(set(plan.members.column("instruction_id").to_pylist()))
     try:

@@ -253,7 +253,7 @@ def tapir_round(r: Round) -> RoundResult:
     r.generate("student answers", r.student, STUDENT, pool, round=n)
     judge_params = {"model": rc.judge, "rubric": rc.rubric, "roles": [TEACHER, STUDENT], "mode": rc.judge_mode,
                     "unjudged": True}
-    r.job("judge answers", "judge", judge_params, pool, needed=_unjudged(ws, pool, rc, [(TEACHER, 0), (STUDENT, n)]))
+    r.job("judge answers", "judge", judge_params, pool, needed=unjudged(ws, pool, rc, [(TEACHER, 0), (STUDENT, n)]))
     source = mfd_source(rc.judge, rc.rubric, mode=None if rc.judge_mode == "auto" else rc.judge_mode)
     mfd = r.compute("mfd", lambda: compute_mfd(
         ws, rc.judge, rc.rubric, TEACHER, STUDENT, n, pool, limit=rc.limit,
@@ -300,7 +300,7 @@ def tapir_round(r: Round) -> RoundResult:
     if rc.min_score is not None:
         training_pool = ExploreFilter(datasets=datasets)
         r.job("judge new answers", "judge", judge_params | {"roles": roles}, training_pool,
-              needed=_unjudged(ws, training_pool, rc, [(role, n) for role in roles]))
+              needed=unjudged(ws, training_pool, rc, [(role, n) for role in roles]))
 
     # 6. The training set, with α_r: the hard samples (MFD > δ, and the expansions) carry at least
     #    the share α_r = α_1 + (r − 1)·Δα of the loss (see alpha_weights).
@@ -326,7 +326,8 @@ def _sampling(rc: Recipe) -> dict:
     return {k: v for k, v in rc.generate.items() if k in ("temperature", "max_tokens", "seed")}
 
 
-def _unjudged(ws, selection: ExploreFilter, rc: Recipe, role_rounds: list[tuple[str, int]]) -> bool:
+def unjudged(ws, selection: ExploreFilter, rc: Recipe, role_rounds: list[tuple[str, int]]) -> bool:
+    """Whether the recipe's judge has yet to score some answer of these (role, round)s."""
     mode = None if rc.judge_mode == "auto" else rc.judge_mode
     return any(ws.store.responses_missing_verdicts(selection, rc.limit, [role], rnd, rc.judge, rc.rubric, mode)
                for role, rnd in role_rounds)

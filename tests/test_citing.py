@@ -36,6 +36,8 @@ CAT = {"name": "Math", "criteria": ["right"], "examples": ["What is 2 + 2?"]}
     ({"categories": [{"name": "", "criteria": ["x"]}]}, "citing.categories[0].name: one line of 1–60 characters, not ''"),
     ({"categories": [CAT, CAT | {"name": "math"}]}, "citing.categories: names must be unique; repeated: math"),
     ({"categories": {"Math": {}}}, "citing.categories: expected a list of {name, description, criteria, examples}"),
+    ({"select": {"mfd_max": 1}}, "citing.select: expected null or {mfd_min: <number>}, not {'mfd_max': 1}"),
+    ({"select": {"mfd_min": "hard"}}, "citing.select.mfd_min: expected a number, not 'hard'"),
 ])
 def test_a_bad_citing_value_names_its_key_and_value(section, message):
     with pytest.raises(RecipeError) as err:
@@ -104,3 +106,34 @@ def test_citing_tiny_runs_two_rounds_end_to_end(tmp_path):
                 for aspect in ASPECT_RUBRICS:
                     assert metrics["aspects"][model][aspect] is not None, (model, aspect)
                     assert 1 <= metrics["aspects"][model][aspect] <= 10
+
+
+@pytest.mark.slow  # one round on 4 prompts with SmolLM2 as teacher and judge: ~2 min on the shared CPU
+def test_tapir_difficulty_picks_what_citing_revises(tmp_path):
+    """recipes/citing-tapir-tiny.yaml, the composed recipe: the round measures MFD (teacher's answers
+    once, the judge's 1-10 scores of both) and the teacher revises only the instructions with
+    MFD > δ; the training set holds revisions of those alone, in both modes."""
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "recipes" / "citing-tapir-tiny.yaml").read_text(encoding="utf-8"))
+    recipe["data"]["files"] = {k: str((REPO / "recipes" / v).resolve()) for k, v in recipe["data"]["files"].items()}
+    recipe["data"]["limit"], recipe["rounds"] = 4, 1
+    recipe["citing"]["aspects"] = ["clarity"]
+    with Workspace(tmp_path / "ws") as ws:
+        rounds.start_run(ws, recipe)
+        status = rounds.drive(ws, "citing-tapir-tiny", timeout=1500)
+        assert status["status"] == "done", status
+        [row] = ws.store.rounds("citing-tapir-tiny")
+        selected = row["metrics"]["selected"]
+        steps = [s["name"] for s in status["rounds"][0]["steps"]]
+        assert steps.index("mfd") < steps.index("hard instructions") < steps.index("revise answers")
+        hard = [d["instruction_id"] for d in ws.store.difficulty_rows("mfd", selected["mfd"]["source"], 1)
+                if d["value"] is not None and d["value"] > selected["mfd_min"]] if selected["mfd"].get("source") \
+            else None
+        assert 1 <= selected["instructions"] <= 4
+        revised = ws.explore_page(ExploreFilter(roles=[revision_role("citing-tapir-tiny", 1)],
+                                                datasets=["citing-tiny-pool"]), page_size=50)["id"].tolist()
+        assert revised and len(revised) <= selected["instructions"]
+        if hard is not None:
+            assert set(revised) <= set(hard)
+        assert row["metrics"]["modes"]["direct"] >= 1 and row["metrics"]["modes"]["revision"] >= 1

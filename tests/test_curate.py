@@ -507,3 +507,37 @@ def test_multi_turn_history_reaches_the_training_file(workspace, tmp_path):
     rows = [json.loads(line) for line in
             curate.export_snapshot(workspace, "chat", "messages").path.read_text(encoding="utf-8").splitlines()]
     assert rows == [{"messages": chat[0]["messages"], "task": "math", "weight": 1.0}]
+
+
+def test_a_preference_snapshot_takes_only_the_pairs_its_filter_names(workspace, tmp_path):
+    """`pairs: {methods, rounds}`: a Zephyr round trains on its own round's AI-feedback pairs, not on
+    every pair its prompts ever had (imported ones, earlier rounds')."""
+    from test_pages_preferences import JUDGE, make_pairs
+
+    from core import feedback
+
+    make_pairs(workspace, tmp_path)  # 3 prompts, one AI-feedback pair each, round 0
+    assert feedback.binarise(workspace, JUDGE, ["pool_1", "pool_2"], round=1,
+                             answer_rounds={"pool_1": 0, "pool_2": 0}).pairs == 3  # the same answers, as round 1
+    prefs = [{"prompt": "Pick a colour.", "chosen": "Blue.", "rejected": "I refuse."}]
+    workspace.import_paths([write_jsonl(tmp_path / "prefs.jsonl", prefs)], "prefs")
+
+    def pairs_of(name: str, spec: dict) -> list[tuple]:
+        snap = curate.create_snapshot(workspace, {"kind": "preference"} | spec, name, embed=no_embed)
+        rows = pq.read_table(snap.parquet_path, columns=["pair_id"]).column("pair_id").to_pylist()
+        found = workspace.store.feedback_pairs(JUDGE)
+        rounds = {p["id"]: str(p["round"]) for p in found}
+        return sorted((rounds.get(pid, "import"),) for pid in rows), snap.n_instructions
+
+    assert pairs_of("all", {}) == ([("0",)] * 3 + [("1",)] * 3 + [("import",)], 4)
+    assert pairs_of("r1", {"pairs": {"methods": ["ai_feedback"], "rounds": [1]}}) == ([("1",)] * 3, 3)
+    assert pairs_of("imported", {"pairs": {"methods": ["import"]}}) == ([("import",)], 1)
+    live = curate.counts(workspace, {"kind": "preference", "pairs": {"rounds": [1]}})
+    assert live.after == 3
+    for bad, message in [({"pairs": {"rounds": [-1]}}, "pairs.rounds"), ({"pairs": {"when": 1}}, "pairs"),
+                         ({"kind": "sft", "pairs": {"rounds": [1]}}, "only a preference snapshot")]:
+        with pytest.raises(SpecError, match=message):
+            curate.load_spec({"kind": "preference"} | bad)
+    assert "pairs" not in curate.load_spec({"kind": "preference"}).to_dict()  # old specs hash as before
+    again = curate.load_spec(curate.load_spec({"kind": "preference", "pairs": {"rounds": [1]}}).to_dict())
+    assert again.pairs == curate.PairFilter(methods=(), rounds=(1,))

@@ -176,6 +176,8 @@ def test_two_zephyr_rounds_end_to_end(workspace, tmp_path):
     result = curate.export_snapshot(ws, r2["snapshot"], "preference")
     records = [json.loads(line) for line in result.path.read_text(encoding="utf-8").splitlines()]
     assert records and {"prompt", "chosen", "rejected"} <= set(records[0])
+    # ... and holds round 2's pairs only (its prompts' round-1 pairs trained the model it starts from).
+    assert len(records) == r2["metrics"]["pairs"]
     # Human verdicts on the round's pairs feed the agreement numbers.
     pairs = [p for p in ws.store.feedback_pairs() if p["round"] == 1]
     feedback.record_pair_verdict(ws, pairs[0]["id"], "chosen")

@@ -30,6 +30,13 @@ The recipe's section:
       max_revision_tokens: 512
       keep_cut_off: false     # a revision that hits max_revision_tokens is dropped (too long), unless true
       aspects: [clarity, depth, comprehensiveness]
+      select: null            # or {mfd_min: 1.0}: revise only what the student has not learned yet
+
+Recipes compose: with `select: {mfd_min: δ}` a round first measures TAPIR's difficulty (the
+teacher answers the pool once, the judge scores both answers with the recipe's pointwise rubric,
+MFD = judge(teacher) − judge(student), core.difficulty) and the teacher revises only the
+instructions with MFD > δ: TAPIR picks the seeds, CITING's criteria improve them
+(recipes/citing-tapir-tiny.yaml).
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ STUDENT = "student"
 ASPECT_RUBRICS = {"clarity": "clarity_10", "depth": "depth_10", "comprehensiveness": "comprehensiveness_10"}
 DEFAULTS = {"categories": [], "propose": True, "sample_size": 24, "max_categories": 8, "criteria_per_category": 4,
             "propose_max_tokens": 512, "modes": list(MODES), "max_revision_tokens": 512, "keep_cut_off": False,
-            "aspects": list(ASPECT_RUBRICS)}
+            "aspects": list(ASPECT_RUBRICS), "select": None}
+TEACHER = "teacher"
 
 __all__ = ["ASPECT_RUBRICS", "DEFAULTS", "citing_round", "parse_section", "revision_role", "round_function"]
 
@@ -104,8 +112,21 @@ def parse_section(section: Mapping) -> tuple[dict, dict]:
               "criteria_per_category": _int(d, "criteria_per_category", 1, categories_mod.MAX_CRITERIA),
               "propose_max_tokens": _int(d, "propose_max_tokens", 1, 32768),
               "max_revision_tokens": _int(d, "max_revision_tokens", 1, 32768),
-              "modes": _choices(d, "modes", MODES), "aspects": _choices(d, "aspects", tuple(ASPECT_RUBRICS))}
+              "modes": _choices(d, "modes", MODES), "aspects": _choices(d, "aspects", tuple(ASPECT_RUBRICS)),
+              "select": _select(d["select"])}
     return params, {}
+
+
+def _select(value) -> dict | None:
+    """`select: {mfd_min: δ}`: revise only the instructions whose MFD is above δ (TAPIR's seeds)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(map(str, value)) != {"mfd_min"}:
+        raise _bad("select", "null or {mfd_min: <number>}", value)
+    delta = value["mfd_min"]
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta != delta or abs(delta) == float("inf"):
+        raise _bad("select.mfd_min", "a number", delta)
+    return {"mfd_min": float(delta)}
 
 
 def revision_role(run: str, number: int) -> str:
@@ -146,6 +167,9 @@ def citing_round(r: Round) -> RoundResult:
 
     # 2. The round's student answers the pool.
     r.generate("student answers", r.student, STUDENT, pool, round=n)
+    selected = None
+    if c["select"] is not None:  # TAPIR's difficulty picks what the teacher revises
+        pool, selected = _hard_instructions(r, pool, c["select"]["mfd_min"])
 
     # 3. The teacher revises each answer against its category's criteria, writing both modes.
     role, revision_dataset = revision_role(rc.name, n), r.name("revision")
@@ -188,11 +212,47 @@ def citing_round(r: Round) -> RoundResult:
                                                                                  r.student: roles[1]},
                                                                rc.eval_judge, c["aspects"], mode))
 
-    metrics = {"scheme": scheme, "categories": len(assigned["members"]), "members": assigned["members"],
+    metrics = {"scheme": scheme, "selected": selected, "categories": len(assigned["members"]), "members": assigned["members"],
                "assigned": assigned["assigned"], "skipped_categories": assigned["skipped_categories"],
                "revision_role": role, "revisions": counts, "modes": per_mode, "train_members": train["members"],
                "aspects": aspects, "evaluation": eval_summary(ev), "lineage": ws.model_lineage(model)}
     return RoundResult(model, train["snapshot"], json_safe(metrics))
+
+
+def _hard_instructions(r: Round, pool: ExploreFilter, delta: float) -> tuple[ExploreFilter, dict]:
+    """TAPIR's steps 1–2 inside a CITING round: the teacher's answers (round 0, once), the judge's
+    scores of both, MFD per instruction, and the instructions with MFD > δ as the new pool."""
+    from core.difficulty import compute_mfd, mfd_source
+    from core.rounds import unjudged
+
+    ws, rc, n = r.ws, r.recipe, r.number
+    mode = None if rc.judge_mode == "auto" else rc.judge_mode
+    r.generate("teacher answers", rc.teacher, TEACHER, pool, round=0)
+    r.job("judge answers", "judge", {"model": rc.judge, "rubric": rc.rubric, "roles": [TEACHER, STUDENT],
+                                     "mode": rc.judge_mode, "unjudged": True}, pool,
+          needed=unjudged(ws, pool, rc, [(TEACHER, 0), (STUDENT, n)]))
+    mfd = r.compute("mfd", lambda: compute_mfd(ws, rc.judge, rc.rubric, TEACHER, STUDENT, n, pool, limit=rc.limit,
+                                               mode=mode, teacher_round=0).as_dict())
+    source = mfd_source(rc.judge, rc.rubric, mode=mode)
+    seeds = r.snapshot("hard instructions", r.name("hard"), {
+        "kind": "prompts", "roles": [], "datasets": list(rc.pool), "mfd_min": delta,
+        "difficulty": {"round": n, "mfd_source": source}})
+    if not seeds["members"]:
+        raise RoundFailed(f"round {n}: no instruction has MFD > {delta} ({mfd['computed']} with a value): the student "
+                          "fits the pool already, or lower citing.select.mfd_min")
+    in_pool = set(_pool_ids(ws, pool))
+    ids = [i for i in _member_ids(seeds["parquet"]) if i in in_pool]
+    return ExploreFilter(ids=ids), {"mfd_min": delta, "instructions": len(ids), "mfd": mfd}
+
+
+def _member_ids(parquet: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(dict.fromkeys(pq.read_table(parquet, columns=["instruction_id"]).column("instruction_id").to_pylist()))
+
+
+def _pool_ids(ws, pool: ExploreFilter) -> list[str]:
+    return [row["id"] for row in ws.store.instructions_for_job(pool, 1_000_000)]
 
 
 def _count(ws, datasets: list[str], role: str) -> int:

@@ -34,8 +34,8 @@ The recipe section:
       dpo_train: {learning_rate: 5.0e-7}   # TrainConfig overrides for the DPO step (the recipe's
                                            # `train:` is the dSFT step's and the base of these)
 
-The snapshot holds every pair of its instructions, so round r's DPO set also holds the pairs of
-rounds < r on the same prompts (curate's preference spec has no pair filter yet).
+Each round's preference snapshot takes that round's AI-feedback pairs only (the spec's `pairs`
+filter), not every pair its prompts had in earlier rounds.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def pool_roles(params: dict) -> list[str]:
 def zephyr_round(r):
     """dSFT (round 1) → pool answers → aspect ratings → pairs → DPO → evaluation."""
     from core import judge
-    from core.feedback import binarise
+    from core.feedback import METHOD, binarise
     from core.rounds import RoundFailed, RoundResult, eval_summary, json_safe
     from core.train import job as train_job
 
@@ -162,7 +162,9 @@ def zephyr_round(r):
     feedback = r.compute("binarise", pairs)
 
     # 6. dDPO from the round's start model on the pool's pairs.
-    snap = r.snapshot("preference set", r.name("pairs"), {"kind": "preference", "datasets": list(rc.pool)})
+    # This round's pairs only: the prompts' pairs of earlier rounds trained the model we start from.
+    snap = r.snapshot("preference set", r.name("pairs"), {"kind": "preference", "datasets": list(rc.pool),
+                                                          "pairs": {"methods": [METHOD], "rounds": [n]}})
     objective = {"kind": "dpo", "beta": z["beta"], "loss_type": z["loss_type"],
                  "precompute_ref_log_probs": z["precompute_ref"]}
     model = r.train("dpo", r.model_name, snap["snapshot"], dict(rc.train) | z["dpo_train"], base=start,

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 SELECT_APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY name"
+CHECKPOINT = "CHECKPOINT"
 INSERT_MIGRATION = "INSERT INTO schema_migrations (name) VALUES (?)"
 SELECT_SCHEMA = """
 SELECT table_name, column_name, data_type, is_nullable
@@ -105,6 +106,12 @@ class BaseStore:
             wal.rename(aside)
             self.wal_recovery = {"moved_to": str(aside), "error": message}
             return duckdb.connect(str(self.path), read_only=self.read_only)
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file now (DuckDB does it on its own at a
+        size threshold and at close)."""
+        with self._write_lock:  # never in the middle of another thread's transaction
+            self.cursor().execute(CHECKPOINT)
 
     # -- connection plumbing ------------------------------------------------------------------
 

@@ -21,14 +21,14 @@ SELECT (SELECT count(*) FROM datasets)         AS datasets,
        (SELECT count(*) FROM reviews)          AS reviews,
        (SELECT count(*) FROM import_rejects)   AS import_rejects
 """
-SELECT_ROLE_COUNTS = "SELECT role, count(*) AS responses FROM responses GROUP BY role ORDER BY responses DESC"
+SELECT_ROLE_COUNTS = "SELECT role, count(*) AS responses FROM responses GROUP BY role ORDER BY responses DESC, role"
 SELECT_SOURCE_COUNTS = """
 SELECT coalesce(source_file, '(generated)') AS source, method, count(*) AS instructions
-FROM instructions GROUP BY ALL ORDER BY instructions DESC LIMIT ?
+FROM instructions GROUP BY ALL ORDER BY instructions DESC, source, method LIMIT ?
 """
 SELECT_TASK_COUNTS = """
 SELECT coalesce(task, '(none)') AS task, count(*) AS instructions
-FROM instructions GROUP BY ALL ORDER BY instructions DESC
+FROM instructions GROUP BY ALL ORDER BY instructions DESC, task
 """
 
 # --------------------------------------------------------------------------------------------

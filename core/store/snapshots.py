@@ -46,7 +46,8 @@ _ONLY = "(?::VARCHAR IS NULL OR {column} = ?)"  # one instruction (why in / why 
 # Which rows are samples. Each pool yields instruction_id, response_id (NULL for prompt-only
 # samples), dataset_id, role, n_chars (the instruction's, input included, as Explore counts) and
 # the stable order (i_seq, r_seq: insertion order, DESIGN.md §3). Datasets: an empty list = all.
-# Bind order: sft: roles, datasets x2, only x2; prompts and preference: datasets x2, only x2.
+# Bind order: sft: roles, datasets x2, only x2; prompts: datasets x2, only x2; preference:
+# datasets x2, pair methods x2, pair rounds x2, only x2 (an empty list: any).
 CURATE_POOLS: dict[str, str] = {
     "sft": """
         SELECT i.id AS instruction_id, r.id AS response_id, i.dataset_id, r.role, i.n_chars,
@@ -67,9 +68,13 @@ CURATE_POOLS: dict[str, str] = {
                i.n_chars, i.rowid AS i_seq, NULL::BIGINT AS r_seq
         FROM instructions i
         WHERE (len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], i.dataset_id))
-          AND i.id IN (SELECT instruction_id FROM preference_pairs)
+          AND i.id IN (SELECT instruction_id FROM preference_pairs p WHERE """ + "@PAIRS@" + """)
           AND """ + _ONLY.format(column="i.id"),
 }
+# A preference snapshot's pair filter (core.curate.PairFilter). Bind order: methods x2, rounds x2.
+_PAIR_FILTER = ("(len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], p.method))"
+                " AND (len(?::INTEGER[]) = 0 OR list_contains(?::INTEGER[], p.round))")
+CURATE_POOLS["preference"] = CURATE_POOLS["preference"].replace("@PAIRS@", _PAIR_FILTER)
 
 # judge_k: the mean of judge k's parsed verdicts on the response (NULL: none parsed, never 0).
 # mfd / ifd: per instruction, the value of the latest round (or the given round), the newest row
@@ -245,6 +250,7 @@ JOIN responses c ON c.id = p.chosen_id
 JOIN responses rj ON rj.id = p.rejected_id
 LEFT JOIN latest_edits ec ON ec.target_id = c.id
 LEFT JOIN latest_edits er ON er.target_id = rj.id
+WHERE """ + _PAIR_FILTER + """
 ORDER BY m.position, p.rowid
 """
 # Two snapshots compared per sample (instruction, response): copies and weight on each side.
@@ -352,6 +358,8 @@ class CurateQuery:
     pool: str = "sft"
     roles: tuple[str, ...] = ("seed",)
     dataset_ids: tuple[str, ...] = ()
+    pair_methods: tuple[str, ...] = ()  # preference pool: only pairs made so (empty: any)
+    pair_rounds: tuple[int, ...] = ()   # ... and of these rounds (empty: any)
     judges: tuple[tuple[str, str], ...] = ()  # judge number k = index + 1
     difficulty_round: int | None = None
     mfd_source: str | None = None
@@ -381,7 +389,11 @@ class SnapshotQueries:
         datasets = list(q.dataset_ids)
         values = [judges, only, only, q.mfd_source, q.mfd_source, q.ifd_source, q.ifd_source,
                   q.difficulty_round, q.difficulty_round, only, only]
-        values += ([list(q.roles)] if q.pool == "sft" else []) + [datasets, datasets, only, only]
+        values += ([list(q.roles)] if q.pool == "sft" else []) + [datasets, datasets]
+        if q.pool == "preference":
+            methods, rounds = list(q.pair_methods), [int(r) for r in q.pair_rounds]
+            values += [methods, methods, rounds, rounds]
+        values += [only, only]
         return template.replace("{pool}", CURATE_POOLS[q.pool]), values
 
     def curate_values(self, q: CurateQuery, instruction_id: str | None = None) -> pa.Table:
@@ -487,12 +499,17 @@ class SnapshotQueries:
     def snapshot_rows(self) -> list[dict]:
         return self._dicts(SELECT_SNAPSHOTS)
 
-    def snapshot_member_texts(self, members: pa.Table, pairs: bool = False) -> pa.Table:
-        """The training file's rows for these members (texts as they are now)."""
+    def snapshot_member_texts(self, members: pa.Table, pairs: bool = False, pair_methods=(),
+                              pair_rounds=()) -> pa.Table:
+        """The training file's rows for these members (texts as they are now); with pairs, the
+        members' preference pairs that pass the pair filter."""
         cur = self.cursor()
         cur.register("members", members)
         try:
-            return self._curate_arrow(cur, SELECT_MEMBER_PAIRS if pairs else SELECT_MEMBER_TEXTS)
+            if pairs:
+                methods, rounds = list(pair_methods), [int(r) for r in pair_rounds]
+                return self._curate_arrow(cur, SELECT_MEMBER_PAIRS, [methods, methods, rounds, rounds])
+            return self._curate_arrow(cur, SELECT_MEMBER_TEXTS)
         finally:
             cur.unregister("members")
 
