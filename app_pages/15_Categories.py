@@ -8,6 +8,7 @@ import streamlit as st
 import ui
 from core import categories, charts
 from core import categories_views as views
+from core.selection import ExploreFilter
 
 st.set_page_config(page_title="Categories · Winnow", page_icon="🌾", layout="wide")
 
@@ -38,6 +39,22 @@ right.metric("Members", int(table["members"].sum()) if not table.empty else 0)
 st.dataframe(table, hide_index=True, width="stretch")
 if not cats:
     st.info("This scheme has no category left: add one below, or run a proposal again.")
+
+
+def _assign() -> None:
+    # The same assignment a round makes (core.categories.assign): every instruction without a
+    # category of this scheme joins the nearest one; members already placed stay where they are.
+    try:
+        counts = categories.assign(ws, scheme, ExploreFilter())
+    except ValueError as exc:
+        st.session_state[FLASH] = {"ok": False, "message": str(exc)}
+    else:
+        st.session_state[FLASH] = {"ok": True, "message": f"Assigned {counts['assigned']} instructions."}
+
+
+st.button("Assign unplaced instructions", key="cat_assign", on_click=_assign, disabled=not cats,
+          help="Instructions that have no category in this scheme (new imports, members of a deleted "
+               "category) join the category whose seeds they are closest to.")
 
 # --------------------------------------------------------------------------------------------
 # One category: edit in place, nearest members

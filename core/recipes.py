@@ -198,6 +198,10 @@ def _parse(d: Mapping, base: Path, where: str | None) -> Recipe:
         raise RecipeError(f"judge.rubric: {exc}") from exc
     if method == "tapir" and kind != "pointwise":
         raise RecipeError(f"judge.rubric: MFD needs a pointwise rubric, not {rubric!r} ({kind})")
+    if method == "zephyr" and not judge_mod.get_rubric(rubric).aspects:
+        # Checked here, not when the round starts: a run would otherwise write its first round's
+        # teacher answers and dSFT before finding out that the judge cannot rate aspects.
+        raise RecipeError(f"judge.rubric: Zephyr rates aspects (zephyr_aspects), not {rubric!r}")
     mode = judge.get("mode", "auto")
     if mode not in ("auto", "probability", "generate"):
         raise RecipeError(f"judge.mode: auto, probability or generate, not {mode!r}")

@@ -76,6 +76,16 @@ def test_categories_are_shown_edited_in_place_and_mapped(app_ws, tmp_path):
     at.radio(key="cat_colour").set_value("task").run()
     assert sorted(t["name"] for t in chart(at)["data"]) == ["creative_writing", "math"]
 
+    # Deleting a category leaves its members unplaced; the button places them again.
+    stories = next(c for c in categories.categories(app_ws, "demo") if c["name"] == "Stories")
+    categories.delete_category(app_ws, stories["id"])
+    app_ws.import_paths([write_jsonl(tmp_path / "more.jsonl", [{"instruction": "What is 2 plus 2?"}])], "more")
+    at.run()
+    next(b for b in at.button if b.label == "Assign unplaced instructions").click().run()
+    assert not at.exception and at.success[0].value.replace("\\", "") == "Assigned 3 instructions."
+    assert dict(zip(*(dataframe_with(at, "criteria")[k] for k in ("category", "members")), strict=True)) == \
+        {"Arithmetic": 5}
+
 
 def test_pca_puts_points_on_their_two_main_directions():
     import numpy as np

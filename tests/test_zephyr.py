@@ -45,6 +45,13 @@ def test_a_bad_zephyr_section_names_its_key_and_value(section, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("rubric", ["pointwise_10", "pairwise"])
+def test_a_zephyr_recipe_without_an_aspect_rubric_is_refused_at_load(rubric):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(BASE | {"judge": {"rubric": rubric}, "zephyr": {"pool": ["a", "b"]}})
+    assert f"judge.rubric: Zephyr rates aspects (zephyr_aspects), not {rubric!r}" in str(err.value)
+
+
 def test_the_section_fills_defaults_and_names_its_models():
     recipe = load_recipe(BASE | {"zephyr": {"pool": ["a", "b"], "student_in_pool": True}})
     assert recipe.params == {"pool": ["a", "b"], "student_in_pool": True, "dsft": True, "beta": 0.1,
