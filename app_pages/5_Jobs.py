@@ -6,7 +6,7 @@ they wrote. Each job runs in its own process."""
 import streamlit as st
 
 import ui
-from core import jobs, judge, stages
+from core import context_check, jobs, judge, stages
 from core.workspace import TEST_MODELS, ExploreFilter
 
 st.set_page_config(page_title="Jobs · Winnow", page_icon="🌾", layout="wide")
@@ -43,8 +43,13 @@ def _flash(ok: bool, message: str) -> None:
     st.session_state["jobs_flash"] = {"ok": ok, "message": message}
 
 
+JOB_ERRORS = (ValueError, FileNotFoundError, RuntimeError, TypeError)
+PENDING_KEY = "jobs_too_long"  # a job held back: some prompts do not fit the model's context
+
+
 def _start(name: str) -> None:
-    """Form callback: snapshot the selection into a job folder, then launch it."""
+    """Form callback: count the prompts that do not fit the model's context (core.context_check);
+    if there are any, hold the job back and ask (PENDING_KEY); else create and launch it."""
     get = st.session_state.get
     prefix = f"jobs_{name}"
     stage = stages.get(name)
@@ -57,15 +62,52 @@ def _start(name: str) -> None:
         if f.kind == "int" and value is not None:
             value = int(value)
         params[f.name] = value
+    job = {"stage": name, "params": params, "selection": selection, "limit": int(get(f"{prefix}_limit")),
+           "round": int(get(f"{prefix}_round")), "shard_size": int(get(f"{prefix}_shard_size"))}
+    st.session_state.pop(PENDING_KEY, None)
     try:
-        job_id = ws.create_job(name, params, selection, limit=int(get(f"{prefix}_limit")),
-                               round=int(get(f"{prefix}_round")), shard_size=int(get(f"{prefix}_shard_size")))
+        check = context_check.check_job(ws, name, params, selection, job["limit"])
+    except JOB_ERRORS as exc:
+        _flash(False, str(exc))
+        return
+    if check is not None and check.too_long:
+        st.session_state[PENDING_KEY] = job | {"check": check}
+        return
+    _create(job)
+
+
+def _create(job: dict, drop_too_long: bool = False) -> None:
+    """Snapshot the selection into a job folder, then launch it (held-back jobs: from the buttons)."""
+    st.session_state.pop(PENDING_KEY, None)
+    try:
+        selection = context_check.without_too_long(job["selection"], job["check"]) if drop_too_long \
+            else job["selection"]
+        job_id = ws.create_job(job["stage"], job["params"], selection, limit=job["limit"], round=job["round"],
+                               shard_size=job["shard_size"])
         ui.launch_job(ws.job_dir(job_id))
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as exc:
+    except JOB_ERRORS as exc:
         _flash(False, str(exc))
     else:
         st.session_state["jobs_selected"] = job_id
         _flash(True, f"Started {job_id}.")
+
+
+def too_long_prompt(stage_name: str) -> None:
+    """The held-back job of this stage: how many prompts do not fit, one example, and the choice."""
+    job = st.session_state.get(PENDING_KEY)
+    if not job or job["stage"] != stage_name:
+        return
+    check = job["check"]
+    st.warning(ui.md_escape(check.sentence()))
+    prefix = f"jobs_{stage_name}_too_long"
+    left, middle, right = st.columns(3)
+    if check.id_kind == "instruction":
+        left.button(f"Drop the {check.too_long} and start", key=f"{prefix}_drop", type="primary",
+                    on_click=_create, args=(job, True), disabled=not check.kept_ids,
+                    help="Start the job on the prompts that fit; the others stay in the workspace, unanswered.")
+    middle.button("Start with them", key=f"{prefix}_keep", on_click=_create, args=(job,),
+                  help="They are recorded as too long (counted apart from failures) and not answered.")
+    right.button("Cancel", key=f"{prefix}_cancel", on_click=lambda: st.session_state.pop(PENDING_KEY, None))
 
 
 def _field(container, f, key: str) -> None:
@@ -117,6 +159,7 @@ def stage_form(stage) -> None:
                         help="Items per output shard: a killed job redoes at most one shard.")
         st.form_submit_button(f"Start {stage.name} job", type="primary", on_click=_start, args=(stage.name,),
                               key=f"{prefix}_start")
+    too_long_prompt(stage.name)
 
 
 if not options["datasets"]:

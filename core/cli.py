@@ -145,9 +145,20 @@ def _show_progress(info: dict, last: dict) -> None:
           flush=True)
 
 
-def _run_job(root: Path, job_id: str, job_dir: Path) -> int:
+def _launch(job_dir: Path, a) -> None:
+    """Start the job on this machine or on Ray (--engine); Ray's options travel in the environment."""
+    if getattr(a, "engine", "local") == "ray":
+        from core import ray_jobs
+
+        jobs.launch(job_dir, extra_env=ray_jobs.launch_env(a.ray_address, a.ray_workers, num_gpus=a.ray_gpus),
+                    engine="ray")
+    else:
+        jobs.launch(job_dir)
+
+
+def _run_job(root: Path, job_id: str, job_dir: Path, a) -> int:
     """Run a job in its own process, show its progress, then ingest what it produced."""
-    jobs.launch(job_dir)
+    _launch(job_dir, a)
     last: dict = {}
     try:
         info = jobs.wait(job_dir, on_progress=lambda i: _show_progress(i, last))
@@ -173,15 +184,26 @@ def cmd_stage(a) -> int:
     """Any registered stage (core.stages) as a job: create, run with progress, ingest."""
     stage = stages.get(a.command)
     root = resolve_workspace_path(a.workspace)
+    selection = _selection(a)
+    if stage.prompts is not None:  # generate and judge: prompts longer than the context, said before the job
+        check = run_op(root, "context_check", {"stage": stage.name, "params": _stage_params(stage, a),
+                                               "selection": selection, "limit": a.limit,
+                                               "drop_too_long": a.drop_too_long})
+        if check.get("too_long"):
+            print("WARNING: " + check["sentence"] + (" Left out (--drop-too-long)." if "selection" in check
+                                                     else " --drop-too-long leaves them out."), file=sys.stderr)
+            selection = check.get("selection", selection)
+        elif check.get("unavailable"):
+            print("note: " + check["sentence"], file=sys.stderr)
     created = run_op(root, "create_job", {
-        "stage": stage.name, "params": _stage_params(stage, a), "selection": _selection(a), "limit": a.limit,
+        "stage": stage.name, "params": _stage_params(stage, a), "selection": selection, "limit": a.limit,
         "round": a.round, "shard_size": a.shard_size})
     print(f"job {created['job']} created", file=sys.stderr)
     if a.detach:
-        jobs.launch(Path(created["dir"]))
+        _launch(Path(created["dir"]), a)
         print(created["job"])
         return 0
-    code = _run_job(root, created["job"], Path(created["dir"]))
+    code = _run_job(root, created["job"], Path(created["dir"]), a)
     after = AFTER_JOB.get(stage.name)
     if after:
         after(root, a)
@@ -301,7 +323,13 @@ def cmd_round(a) -> int:
                 status = rounds.start_run(ws, recipe, a.rounds)
                 for note in status["prepared"]:
                     print(note, file=sys.stderr)
-                status = rounds.drive(ws, status["name"], on_progress=lambda s: print(s, file=sys.stderr))
+                launch = jobs.launch
+                if a.engine == "ray":  # generation and judge steps on Ray; training stays local (torchrun)
+                    from core import ray_jobs
+
+                    launch = ray_jobs.launcher(a.ray_address, a.ray_workers, num_gpus=a.ray_gpus)
+                status = rounds.drive(ws, status["name"], launch=launch,
+                                      on_progress=lambda s: print(s, file=sys.stderr))
             except rounds.RoundFailed as exc:
                 raise CliError(f"the run stopped: {exc}; fix it and run the same command again to retry", 1) from None
             except owner.USER_ERRORS as exc:
@@ -339,6 +367,9 @@ def _round_via_owner(root: Path, recipe: str, a) -> int:
         raise CliError("the workspace is busy and no Winnow app owns it", EXIT_BUSY)
     print(f"The Winnow app (PID {pid}) has this workspace open; it runs the rounds, this command follows them …",
           file=sys.stderr)
+    if a.engine == "ray":
+        print("note: --engine ray is not passed to the app: its owner runs the round's jobs on this machine",
+              file=sys.stderr)
     try:
         status = owner.submit(root, "round_start", {"recipe": recipe, "rounds": a.rounds})
         last = None
@@ -430,7 +461,7 @@ def cmd_jobs(a) -> int:
         return 0
     if jobs.status(job_dir) == "running":
         raise CliError(f"job {a.job} is already running")
-    return _run_job(root, a.job, job_dir)
+    return _run_job(root, a.job, job_dir, a)
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -476,14 +507,19 @@ def cmd_models(a) -> int:
         return 0
     # test: load the model here and answer one prompt (no catalog access needed after the lookup)
     from core.llm.base import GenerationParams
+    from core.llm.openai_backend import ServerError
     from core.llm.registry import load_backend
 
     spec = run_op(root, "model", {"name": a.name})
     started = time.time()
-    with load_backend(spec) as backend:
-        loaded = time.time()
-        out = backend.generate([[{"role": "user", "content": a.prompt}]],
-                               GenerationParams(temperature=0.0, max_tokens=a.max_tokens))[0][0]
+    try:
+        with load_backend(spec) as backend:
+            loaded = time.time()
+            out = backend.generate([[{"role": "user", "content": a.prompt}]],
+                                   GenerationParams(temperature=0.0, max_tokens=a.max_tokens))[0][0]
+    except ServerError as exc:  # no server answered: one clear line, not a traceback
+        print(f"winnow models test: {exc}", file=sys.stderr)
+        return 1
     elapsed = time.time() - loaded
     print(out.text)
     print(f"[{a.name}: loaded in {loaded - started:.1f} s; {out.n_tokens} tokens in {elapsed:.1f} s "
@@ -652,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", help="run: the recipe file; status: a run name; compare: two round ids")
     p.add_argument("--rounds", type=int, help="run: rounds in all (default: the recipe's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _engine_args(p)
     p.set_defaults(func=cmd_round)
 
     p = sub.add_parser("curate", parents=[common], help="curation snapshots: create, list, explain, diff, export")
@@ -674,6 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jobs", parents=[common], help="list, resume or cancel jobs")
     p.add_argument("action", choices=("list", "resume", "cancel"))
     p.add_argument("job", nargs="?", help="job id")
+    _engine_args(p)
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("app", parents=[common], help="start the web app")
@@ -681,6 +719,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_app)
     return parser
+
+
+def _engine_args(p) -> None:
+    """Where a job's shards run (not a stage param: it does not change the job's output)."""
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where the shards run: this machine, or a Ray cluster (Ray Data; `pip install winnow[ray]`)")
+    p.add_argument("--ray-address", help="auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--ray-workers", type=int, help="model workers (Ray actors); default: what the cluster's CPUs/GPUs hold")
+    p.add_argument("--ray-gpus", type=float, help="GPUs per worker, e.g. 1 for a vLLM worker (default 0)")
 
 
 _ARG_TYPES = {"int": int, "float": float}
@@ -708,6 +755,10 @@ def add_stage_parser(sub, common, stage) -> None:
     p.add_argument("--round", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=16, help="items per shard (the unit of resume)")
     p.add_argument("--detach", action="store_true", help="start the job and return; see `winnow jobs`")
+    p.add_argument("--drop-too-long", action="store_true",
+                   help="leave out prompts longer than the model's context (generate); else they are counted "
+                        "and run as too long")
+    _engine_args(p)
     p.set_defaults(func=cmd_stage)
 
 

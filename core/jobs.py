@@ -194,9 +194,13 @@ def create(job_dir: Path, kind: str, rows: pa.Table, config: dict, shard_size: i
     return job_dir
 
 
-def launch(job_dir: Path, extra_env: dict | None = None, nproc: int = 1) -> subprocess.Popen:
+def launch(job_dir: Path, extra_env: dict | None = None, nproc: int = 1, engine: str = "local") -> subprocess.Popen:
     """Start (or resume) the job in its own process and session, detached from the caller.
-    nproc > 1 (a runner job only): N processes on this machine under torchrun."""
+    nproc > 1 (a runner job only): N processes on this machine under torchrun. engine="ray" (a map
+    job only): its shards run on a Ray cluster (core.ray_jobs; options in extra_env, e.g. RAY_ADDRESS)."""
+    runners = {"local": "core.jobs", "ray": "core.ray_jobs"}
+    if engine not in runners:
+        raise ValueError(f"engine must be one of {', '.join(runners)}, not {engine!r}")
     if status(job_dir) == "running":
         raise RuntimeError(f"job {job_dir.name} is already running")
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
@@ -207,7 +211,7 @@ def launch(job_dir: Path, extra_env: dict | None = None, nproc: int = 1) -> subp
         (job_dir / marker).unlink(missing_ok=True)
     repo = Path(__file__).resolve().parent.parent
     env = os.environ | {"PYTHONPATH": str(repo)} | (extra_env or {})
-    command = [sys.executable, "-m", "core.jobs", "run", str(job_dir)]
+    command = [sys.executable, "-m", runners[engine], "run", str(job_dir)]
     if nproc > 1:  # --standalone: a rendezvous on a free local port, so two jobs never collide
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                    *command[1:]]

@@ -241,6 +241,22 @@ def _curate_export(ws, args: dict) -> dict:
     return {"path": str(result.path), "format": result.format, "records": result.n_records}
 
 
+def _context_check(ws, args: dict) -> dict:
+    """How many of a generate or judge job's prompts are longer than its model's context, before the
+    job is created (core.context_check); with drop_too_long, the selection without them."""
+    from core import context_check
+
+    selection = selection_from_dict(args.get("selection"))
+    check = context_check.check_job(ws, args["stage"], args.get("params") or {}, selection,
+                                    limit=int(args.get("limit") or 1_000_000))
+    if check is None:
+        return {"checked": 0, "too_long": 0}
+    out = check.as_dict()
+    if args.get("drop_too_long") and check.too_long and check.id_kind == "instruction":
+        out["selection"] = asdict(context_check.without_too_long(selection, check))
+    return out
+
+
 OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "import": _import, "export": _export, "stats": _stats, "create_job": _create_job,
     "judge_summary": _judge_summary, "judges": _judges,
@@ -251,6 +267,7 @@ OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "curate_explain": _curate_explain, "curate_diff": _curate_diff, "curate_export": _curate_export,
     "round_start": _round_start, "round_status": _round_status, "round_compare": _round_compare,
     "binarise": _binarise, "rank": _rank, "categories_assign": _categories_assign,
+    "context_check": _context_check,
 }
 
 

@@ -91,6 +91,10 @@ class Stage:
     worker: str
     outputs: tuple[Output, ...]
     config: Callable[[Any], dict] = lambda p: {}
+    # The prompts the worker will send for these input rows, checked against the model's context
+    # before the job is submitted (core.context_check): prompts(params, rows, backend name) ->
+    # (item ids, conversations, tokens kept for the answer, what the ids name). None: not checked.
+    prompts: Callable[[Any, pa.Table, str], tuple[list[str], list, int, str]] | None = None
 
     def make_params(self, values: dict | Any):
         """The params dataclass from a dict (unknown keys are an error) or as given."""
@@ -227,11 +231,21 @@ def _finished_generations(shard: pa.Table) -> pa.Array:
 
 RESPONSE_COLUMNS = ("id", "instruction_id", "role", "text", "n_chars", "model", "round", "method", "params", "meta")
 
+
+def _generate_prompts(p: GenerateParams, rows: pa.Table, backend: str) -> tuple[list[str], list, int, str]:
+    """The conversations core.generate.run_shard sends, and max_tokens for each answer."""
+    import json
+
+    conversations = [json.loads(c) for c in rows["conversation"].to_pylist()]
+    return rows["instruction_id"].to_pylist(), conversations, int(p.max_tokens), "instruction"
+
+
 register(Stage(
     name="generate", help="answer instructions with a model",
     params=GenerateParams, select=_select_instructions, worker="core.generate:run_shard",
     outputs=(Output("responses", RESPONSE_COLUMNS, _finished_generations),),
     config=lambda p: {"role": p.role, "params": p.generation().to_dict(), "method": "generate"},
+    prompts=_generate_prompts,
 ))
 
 
@@ -329,8 +343,33 @@ def _judge_config(p: JudgeParams) -> dict:
             "params": p.generation().to_dict()}
 
 
+def _judge_prompts(p: JudgeParams, rows: pa.Table, backend: str) -> tuple[list[str], list, int, str]:
+    """The conversations core.judge_stage.run_shard sends (both orders of a pair; the first
+    aspect's of an aspect rubric, as long as any), and the tokens the verdict needs."""
+    from core import judge
+
+    rubric = judge.get_rubric(p.rubric)
+    mode = "generate" if rubric.kind == "listwise" else judge.default_mode(rubric, backend, p.mode)
+    answer = int(p.max_tokens) if mode == "generate" else 8  # probability: a prefill and a label
+    items = rows.to_pylist()
+    if rubric.kind == "pairwise":
+        requests = judge.build_pairwise_requests(items, rng=0, rubric=rubric, mode=mode)
+        return ([f"{items[r.index]['a_id']}|{items[r.index]['b_id']}" for r in requests],
+                [r.conversation for r in requests], answer, "pair")
+    if rubric.kind == "listwise":
+        return ([it["response_ids"][0] for it in items],
+                [judge.build_listwise_request(it["instruction"], it["answers"], 0, input=it["input"],
+                                              rubric=rubric)[0] for it in items], answer, "list")
+    if mode == "probability" and rubric.aspects:
+        per_item = judge.build_aspect_probability_requests(items, rubric)
+        k = len(per_item) // max(1, len(items))
+        return [it["response_id"] for it in items for _ in range(k)], per_item, answer, "response"
+    conversations = judge.build_pointwise_requests(items, rubric, mode=mode)
+    return [it["response_id"] for it in items], conversations, answer, "response"
+
+
 register(Stage(
     name="judge", help="score responses with a judge model",
     params=JudgeParams, select=_select_judge_targets, worker="core.judge_stage:run_shard",
-    outputs=(Output("judgments", JUDGMENT_COLUMNS),), config=_judge_config,
+    outputs=(Output("judgments", JUDGMENT_COLUMNS),), config=_judge_config, prompts=_judge_prompts,
 ))

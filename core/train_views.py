@@ -32,7 +32,7 @@ PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 MAIN_FIELDS = ("method", "max_steps", "epochs", "batch_size", "learning_rate", "max_seq_len", "packing",
                "lora_r", "lora_alpha", "lr_scheduler", "warmup_steps")
 MORE_FIELDS = ("grad_accum", "lora_dropout", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "dtype",
-               "gradient_checkpointing", "logging_steps", "save_steps", "save_total_limit")
+               "gradient_checkpointing", "logging_steps", "save_steps", "save_total_limit", "parallel")
 # base_model comes from the form's model choice; chat_template from the base model's spec;
 # target_modules from the architecture; trust_remote_code is a per-model decision, not a setting.
 FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS

@@ -319,3 +319,25 @@ def test_a_second_launch_of_a_running_job_is_refused(tmp_path):
     ws.ingest_job(job_id)
     assert ws.explore_count(ExploreFilter(roles=["student"])) == 40
     ws.close()
+
+
+def test_a_job_whose_server_is_gone_fails_with_the_reason_and_writes_no_shard(tmp_path):
+    """No server answering is a failure of the run, not a verdict on each prompt: were every prompt
+    recorded as an error, the job would end "done" and ingest would drop the rows for good. (The
+    server killed mid-job and back again is tests/test_vllm.py, against a real `vllm serve`.)"""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    ws = prompts_workspace(tmp_path / "ws", n=4)
+    ws.add_model({"name": "served", "backend": "openai", "base_urls": [url], "model": "m",
+                  "extra": {"max_retries": 1, "backoff": 0.01}})
+    job_id = ws.create_job("generate", {"model": "served", "role": "teacher", "max_tokens": 8}, shard_size=2)
+    job_dir = ws.job_dir(job_id)
+    jobs.launch(job_dir).wait(timeout=120)
+    info = jobs.summary(job_dir)
+    assert info["status"] == "failed", ws.job_log(job_id)
+    assert info["error"].startswith("BackendUnavailable: model served: no server answered at " + url), info["error"]
+    assert jobs.finished_shards(job_dir) == [] and not list((job_dir / jobs.SHARDS).glob("*.tmp"))
+    ws.close()

@@ -6,7 +6,10 @@ vLLM cannot share the main venv (it pins its own transformers), so this module s
    127.0.0.1 and runs the openai backend against it: sampling, seeds, stop strings, per-token
    logprobs, echo scoring, /tokenize counts, too-long prompts, a dead base URL beside a live one;
    answers and scores are checked against the hf backend on the same weights;
-2. stops the server, then runs the offline vllm backend (`vllm.LLM`) in a child process (the
+2. starts a server of its own and SIGKILLs it while a generation job (core.jobs) runs on it: the
+   job fails with the reason (BackendUnavailable, naming the URL), keeps only whole shards, and
+   once the server is back on the same URL the resumed job equals an uninterrupted run at T=0;
+3. stops the server, then runs the offline vllm backend (`vllm.LLM`) in a child process (the
    engine spawns processes: the script needs a `__main__` guard) with prefix caching on.
 Two engines at once would not fit this 2-core machine comfortably, so the server is gone before
 the offline engine starts. `make test-vllm` sets WINNOW_REQUIRE_VLLM=1: there a missing vLLM
@@ -129,20 +132,19 @@ def hf(tiny_folder):
     backend.close()
 
 
-@pytest.fixture(scope="class")
-def server(tiny_folder, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    cmd = [sys.executable, "-c", SERVE, "serve", str(tiny_folder), "--host", "127.0.0.1", "--port", str(port),
+def _serve(folder: Path, port: int, log: Path, timeout: float = START_TIMEOUT) -> tuple[subprocess.Popen, float]:
+    """Start `vllm serve` on 127.0.0.1:port in a process group of its own; returns it once
+    /health answers, with the seconds that took."""
+    cmd = [sys.executable, "-c", SERVE, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
            "--dtype", "float32", "--max-model-len", str(CONTEXT), "--enforce-eager",
            "--served-model-name", SERVED_NAME]
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_vllm_env(), cwd=REPO,
                                 start_new_session=True)
     STARTED.append(proc)
     base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
     try:
-        started = time.monotonic()
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"vllm serve exited with {proc.returncode} before it was healthy:\n{_tail(log)}")
@@ -152,11 +154,24 @@ def server(tiny_folder, tmp_path_factory):
                         break
             except OSError:
                 pass
-            if time.monotonic() - started > START_TIMEOUT:
-                pytest.fail(f"vllm serve was not healthy after {START_TIMEOUT:.0f} s:\n{_tail(log)}")
+            if time.monotonic() - started > timeout:
+                pytest.fail(f"vllm serve was not healthy after {timeout:.0f} s:\n{_tail(log)}")
             time.sleep(0.5)
-        print(f"\nvllm serve healthy after {time.monotonic() - started:.1f} s", file=sys.stderr)
-        yield {"url": base + "/v1", "port": port, "log": log}
+    except BaseException:
+        _stop(proc)
+        raise
+    seconds = time.monotonic() - started
+    print(f"\nvllm serve healthy after {seconds:.1f} s", file=sys.stderr)
+    return proc, seconds
+
+
+@pytest.fixture(scope="class")
+def server(tiny_folder, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    proc, _ = _serve(tiny_folder, port, log)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/v1", "port": port, "log": log}
     finally:
         _stop(proc)
 
@@ -288,6 +303,97 @@ class TestOpenAIBackendAgainstVLLMServe:
             assert backend.count_tokens(FRANCE) == hf.count_tokens(FRANCE)
             assert backend.score([FRANCE], [RESPONSES[0]])[0].sum_logprob == pytest.approx(
                 hf.score([FRANCE], [RESPONSES[0]])[0].sum_logprob, abs=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# A backend that dies mid-batch: the job fails with the reason and resumes when it is back
+# --------------------------------------------------------------------------------------------
+
+KILL_PROMPTS = 24
+KILL_SHARD = 2
+KILL_PARAMS = {"role": "teacher", "temperature": 0.0, "max_tokens": 24, "seed": 0}
+RESTART_TIMEOUT = 2 * START_TIMEOUT  # two starts in one test, on a machine that may be shared
+
+
+def _generation_job(job_dir: Path, spec: ModelSpec) -> Path:
+    """A generate job folder as Workspace.create_job writes it, without the catalog (this venv has
+    no duckdb): the stage's params, config and input snapshot."""
+    from core import jobs, stages
+    from core.generate import input_table
+
+    stage = stages.REGISTRY["generate"]  # registered on import; stages.get would load every stage (pandas)
+    params = stage.make_params(KILL_PARAMS | {"model": spec.name})
+    config = {"stage_params": stages.params_dict(params), "model": spec.to_dict(), "round": 0,
+              "worker": stage.worker} | stage.config(params)
+    rows = [{"id": f"ins-{i:03d}", "text": f"Write one line about tea number {i}."} for i in range(KILL_PROMPTS)]
+    return jobs.create(job_dir, "generate", input_table(rows), config, shard_size=KILL_SHARD)
+
+
+def _answers(job_dir: Path) -> list[tuple[str, str, str]]:
+    """(instruction id, answer, finish reason) of every row of the job's finished shards."""
+    from core import jobs
+
+    rows = []
+    for path in jobs.finished_shards(job_dir):
+        table = jobs.read_shard(path)
+        rows += zip(table["instruction_id"].to_pylist(), table["text"].to_pylist(),
+                    table["finish_reason"].to_pylist(), strict=True)
+    return sorted(rows)
+
+
+def test_a_server_killed_mid_job_fails_the_job_with_its_reason_and_it_resumes_when_back(tiny_folder, tmp_path):
+    pytest.importorskip("pyarrow", reason="job folders need pyarrow in .venv-vllm (see the Makefile's vLLM venv)")
+    from core import jobs
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    # Few quick retries: a dead server is told apart from a slow one by refused connections, not time.
+    spec = _spec(url, extra={"max_retries": 2, "backoff": 0.2, "concurrency": 2})
+    log = tmp_path / "server.log"
+    proc, first_start_s = _serve(tiny_folder, port, log, RESTART_TIMEOUT)
+    try:
+        clean = _generation_job(tmp_path / "clean", spec)  # the uninterrupted run, for reference
+        jobs.launch(clean).wait(timeout=240)
+        assert jobs.status(clean) == "done", _tail(clean / jobs.LOG)
+        reference = _answers(clean)
+        assert len(reference) == KILL_PROMPTS and all(reason in ("stop", "length") for *_, reason in reference)
+
+        killed = _generation_job(tmp_path / "killed", spec)
+        job = jobs.launch(killed)
+        deadline = time.monotonic() + 240
+        while len(jobs.finished_shards(killed)) < 2:  # the server dies in the middle of the job
+            assert job.poll() is None and time.monotonic() < deadline, _tail(killed / jobs.LOG)
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # API server, engine core and worker at once
+        killed_at = time.monotonic()
+        job.wait(timeout=120)
+        failed_after_s = time.monotonic() - killed_at
+    finally:
+        _stop(proc)
+    info = jobs.summary(killed)
+    assert info["status"] == "failed" and job.returncode == 1, _tail(killed / jobs.LOG)
+    assert "BackendUnavailable" in info["error"] and url in info["error"], info["error"]
+    shards = jobs.finished_shards(killed)
+    assert 2 <= len(shards) < KILL_PROMPTS // KILL_SHARD
+    assert not list((killed / jobs.SHARDS).glob("*.tmp"))  # no partial shard left behind
+    kept = _answers(killed)
+    assert len(kept) == KILL_SHARD * len(shards)  # whole shards only, and no row of them an error
+    assert all(reason in ("stop", "length") for *_, reason in kept), kept
+
+    proc, restart_s = _serve(tiny_folder, port, log, RESTART_TIMEOUT)  # the server is back, on the same URL
+    try:
+        resumed_at = time.monotonic()
+        jobs.launch(killed).wait(timeout=240)
+        resume_s = time.monotonic() - resumed_at
+    finally:
+        _stop(proc)
+    assert jobs.status(killed) == "done", _tail(killed / jobs.LOG)
+    resumed = _answers(killed)
+    assert len({iid for iid, *_ in resumed}) == len(resumed) == KILL_PROMPTS  # nothing lost, nothing twice
+    assert resumed == reference  # at temperature 0: the same answers as the run never interrupted
+    print(f"\nserver start {first_start_s:.1f} s; killed after {len(shards)} of {KILL_PROMPTS // KILL_SHARD} "
+          f"shards; job failed {failed_after_s:.1f} s after the kill; restart {restart_s:.1f} s; "
+          f"resume {resume_s:.1f} s; reason: {info['error'][:160]}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------

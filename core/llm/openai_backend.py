@@ -3,7 +3,10 @@
 Plain `urllib` in a thread pool (no extra dependency): at most `concurrency` requests in
 flight, spread round-robin over the base URLs; 429, 5xx, connection errors and timeouts are
 retried with exponential backoff (honouring Retry-After), each time on the next URL. A prompt
-whose requests all fail gets `finish_reason="error"` with the message; its batch goes on.
+whose requests all fail gets `finish_reason="error"` with the message; its batch goes on. But when
+no server answers at all (every attempt refused or cut off: the server process is gone), the call
+raises BackendUnavailable, naming the model and the URLs: that is no verdict on the prompt, and a
+job must fail with the reason and resume later rather than record every prompt as an error.
 
 The API key is read from the environment variable the spec names, when the backend is created;
 it is never written anywhere.
@@ -65,6 +68,13 @@ class ServerError(RuntimeError):
     def context_exceeded(self) -> bool:
         text = str(self).lower()
         return self.status == 400 and any(h in text for h in CONTEXT_ERROR_HINTS)
+
+
+class BackendUnavailable(ServerError):
+    """No server answered: every attempt's connection was refused, reset or closed unanswered.
+    Raised out of generate/score/choice_logprobs (never turned into a per-prompt error), so a
+    job fails with this reason, writes no shard for the batch, and resumes when the server is back.
+    A timeout is not this: a slow prompt stays that prompt's error."""
 
 
 def estimate_tokens(conversation: Conversation) -> int:
@@ -139,6 +149,7 @@ class OpenAIBackend(Backend):
         retries = self.max_retries if retries is None else retries
         last: ServerError | None = None
         start = None
+        unreachable = 0  # attempts whose connection failed before any answer (not timeouts)
         for attempt in range(retries + 1):
             start, base = self._pick_url(start, attempt)
             if root and base.endswith("/v1"):
@@ -158,12 +169,16 @@ class OpenAIBackend(Backend):
                 reason = getattr(exc, "reason", exc)
                 kind = "timed out" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else "failed"
                 last = ServerError(f"{method} {base}{path}: request {kind} ({reason})")
+                unreachable += kind == "failed"
             except ValueError as exc:  # a body that is not JSON
                 last = ServerError(f"{method} {base}{path}: the server's answer is not JSON ({exc})")
             if attempt < retries:
                 delay = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
                 time.sleep(max(delay, retry_after or 0.0))
         assert last is not None
+        if unreachable == retries + 1:
+            raise BackendUnavailable(f"model {self.name}: no server answered at {', '.join(self.base_urls)}: {last} "
+                                     f"(after {retries + 1} attempts)")
         raise ServerError(f"{last} (after {retries + 1} attempts)", last.status)
 
     # -- context and tokens -------------------------------------------------------------------
@@ -223,6 +238,8 @@ class OpenAIBackend(Backend):
     def _generate_one(self, conversation: Conversation, params: GenerationParams) -> list[Generation]:
         try:
             n_prompt = self._precheck(conversation, params.max_tokens)
+        except BackendUnavailable:
+            raise
         except ServerError as exc:
             return [Generation("", "error", 0, 0, None, None, str(exc)) for _ in range(params.n)]
         ctx = self.context_length
@@ -237,6 +254,8 @@ class OpenAIBackend(Backend):
                 params.seed, attempt, json.dumps(conversation))
             try:
                 got = self._chat(conversation, params, want, seed)
+            except BackendUnavailable:
+                raise
             except ServerError as exc:
                 if exc.context_exceeded:
                     # The server's own words: our count and context length, if any, said it fits.
@@ -346,6 +365,8 @@ class OpenAIBackend(Backend):
             return ScoreResult(0.0, None, 0)
         try:
             values = self._echo(full, len(prompt))
+        except BackendUnavailable:
+            raise
         except ServerError as exc:
             return ScoreResult(None, None, n_resp, too_long=exc.context_exceeded, error=str(exc))
         if any(v is None for v in values):
@@ -386,6 +407,8 @@ class OpenAIBackend(Backend):
                 return self._labels_from_top_logprobs(conversation, labels, prefill)
             fulls = [self._tokenize(conversation + [{"role": "assistant", "content": prefill + label}], False, True)
                      for label in labels]
+        except BackendUnavailable:
+            raise
         except ServerError as exc:
             return ChoiceLogprobs.failed(str(exc))
         for label, full in zip(labels, fulls, strict=True):
@@ -401,6 +424,8 @@ class OpenAIBackend(Backend):
         for full in fulls:
             try:
                 values = self._echo(full, len(prompt))
+            except BackendUnavailable:
+                raise
             except ServerError as exc:
                 return ChoiceLogprobs.failed(str(exc), len(prompt), too_long=exc.context_exceeded)
             if any(v is None for v in values):
@@ -421,6 +446,8 @@ class OpenAIBackend(Backend):
             body["chat_template"] = self.chat_template
         try:
             answer = self._request("POST", "/chat/completions", body)
+        except BackendUnavailable:
+            raise
         except ServerError as exc:
             if exc.status == 400 and "logprob" in str(exc).lower():
                 raise NotImplementedError(f"model {self.name}: the server refuses top_logprobs: {exc}") from None

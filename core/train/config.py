@@ -14,6 +14,11 @@ from pathlib import Path
 METHODS = ("full", "lora")
 SCHEDULERS = ("linear", "cosine", "constant")
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")
+# How several processes (torchrun / accelerate launch, WORLD_SIZE > 1) share the work: "ddp" keeps a
+# whole model and optimizer on each; "fsdp" shards parameters, gradients and optimizer state
+# across them (torch's FSDP2, `fully_shard`), for models whose training state does not fit one
+# device. One process trains the same way under either.
+PARALLEL_MODES = ("ddp", "fsdp")
 CONFIG_FILE = "train_config.json"
 # Fields that change how a run reports or saves, not what it computes: a resumed run may differ here.
 RESUMABLE_CHANGES = frozenset({"logging_steps", "save_steps", "save_total_limit"})
@@ -54,6 +59,8 @@ class TrainConfig:
     process, where a row is one example (packing off) or one packed sequence (packing on).
     dtype: "auto" computes in bfloat16 (autocast, float32 master weights) on a CUDA device with
     bf16 support and in float32 elsewhere; float16 is not offered (it needs loss scaling).
+    parallel: under torchrun / accelerate launch, "ddp" (a whole copy per process) or "fsdp"
+    (sharded, core.train.sft); either trains like one process with grad_accum × processes.
     """
 
     base_model: str
@@ -82,6 +89,7 @@ class TrainConfig:
     save_total_limit: int | None = None  # keep the newest N checkpoints; None: all
     chat_template: str | None = None  # a Jinja override of the tokenizer's template
     trust_remote_code: bool = False
+    parallel: str = "ddp"  # PARALLEL_MODES; written to JSON only when not the default (see to_dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -114,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"max_grad_norm must be a number ≥ 0 (0: no clipping), not {self.max_grad_norm!r}")
         if self.lr_scheduler not in SCHEDULERS:
             raise ValueError(f"lr_scheduler must be one of {', '.join(SCHEDULERS)}, not {self.lr_scheduler!r}")
+        if self.parallel not in PARALLEL_MODES:
+            raise ValueError(f"parallel must be one of {', '.join(PARALLEL_MODES)}, not {self.parallel!r}")
         if self.dtype not in TRAIN_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(TRAIN_DTYPES)}, not {self.dtype!r}")
         for name in ("packing", "gradient_checkpointing", "trust_remote_code"):
@@ -140,6 +150,15 @@ class TrainConfig:
     # -- JSON ---------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        """Every setting, except `parallel` at its default: a config written before that setting
+        existed (a checkpoint's train_config.json, a job's config, a model's lineage) keeps its
+        exact JSON, and from_dict fills the default back in."""
+        d = self._all_settings()
+        if d["parallel"] == "ddp":
+            del d["parallel"]
+        return d
+
+    def _all_settings(self) -> dict:
         d = asdict(self)
         if self.target_modules is not None:
             d["target_modules"] = list(self.target_modules)
@@ -175,6 +194,8 @@ class TrainConfig:
         return cls.from_json((Path(folder) / CONFIG_FILE).read_text())
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Fields whose values differ and that change what training computes."""
-        a, b = self.to_dict(), other.to_dict()
+        """Fields whose values differ and that change what training computes. `parallel` counts:
+        a DDP checkpoint's optimizer state is laid out per parameter index, an FSDP one's per
+        parameter name, so one does not resume the other."""
+        a, b = self._all_settings(), other._all_settings()
         return sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES)

@@ -214,7 +214,14 @@ def train_dpo(config: TrainConfig, objective: dict, rows: list[dict], output_dir
 
         def on_step_end(self, args_, st, control, **kw):
             state["loop_end"] = time.perf_counter()  # before any checkpoint of this step is written
-            stop = bool(should_stop()) if should_stop is not None else False
+            # Rank 0 decides and the others follow (as core.train.sft does): processes that read the
+            # cancel file each on their own could disagree at a step, and one would wait forever.
+            stop = bool(should_stop()) if (should_stop is not None and st.is_world_process_zero) else False
+            if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                    and torch.distributed.get_world_size() > 1:
+                flag = torch.tensor([int(stop)])
+                torch.distributed.broadcast(flag, 0)
+                stop = bool(flag.item())
             if st.global_step >= st.max_steps or stop:
                 control.should_save = True
             if stop and st.global_step < st.max_steps:
@@ -229,7 +236,7 @@ def train_dpo(config: TrainConfig, objective: dict, rows: list[dict], output_dir
 
         def on_log(self, args_, st, control, logs=None, **kw):
             logs = logs or {}
-            if "loss" not in logs:  # the end-of-training summary ("train_loss"), not a step record
+            if "loss" not in logs or not st.is_world_process_zero:  # a summary, or not the job's writer
                 return
             now = time.perf_counter()
             tokens = int(logs.get("num_tokens", 0) or 0)

@@ -13,6 +13,13 @@ Data parallel: under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) the model i
 (gloo on CPU, nccl on GPU). Every process builds the same batches from the seed; step k's
 micro-batches are dealt out round-robin, and the loss denominator is the whole step's, so the
 result matches one process with `grad_accum × world_size` micro-batches (up to float order).
+With `parallel: fsdp` the same schedule runs on a sharded model instead (torch's FSDP2,
+`fully_shard` on every transformer block, then the root): each process holds 1/world of the
+parameters, gradients and AdamW state. Checkpoints stay whole: the full model and optimizer
+state are gathered onto rank 0's CPU and saved as for one process (safetensors), so any
+checkpoint loads with from_pretrained; a resume shards them again. Under `accelerate launch`
+the launch config decides processes and machines; the trainer config decides ddp or fsdp (an
+FSDP launch config with `parallel: ddp` is refused rather than silently not sharding).
 
 Output folder:
     checkpoint-<step>/   model or LoRA adapter (safetensors), tokenizer, train_config.json,
@@ -180,6 +187,49 @@ def _init_distributed(device: str | None) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _check_launcher(config: TrainConfig) -> None:
+    """`accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP; a trainer config that
+    says ddp would then train unsharded without a word, so it is an error instead."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and config.parallel != "fsdp":
+        raise ValueError(f"accelerate launch was given an FSDP config (ACCELERATE_USE_FSDP=true), but the trainer "
+                         f"config has parallel {config.parallel!r}: set parallel: fsdp in the trainer config")
+
+
+def _shard(model, dev, world: int) -> None:
+    """FSDP2 in place: each transformer block (the classes transformers never splits), then the root,
+    so one block's parameters are gathered at a time. Called before the optimizer is built: the
+    optimizer must hold the sharded parameters."""
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    mesh = init_device_mesh(dev.type, (world,))
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps the model
+    blocks = set(getattr(base, "_no_split_modules", None) or ())
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _no_grad_sync(train_model):
+    """A micro-batch that only accumulates: DDP's no_sync(), FSDP2's gradient-sync switch."""
+    if not hasattr(train_model, "set_requires_gradient_sync"):
+        return train_model.no_sync()
+
+    @contextlib.contextmanager
+    def unsynced():
+        train_model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            train_model.set_requires_gradient_sync(True)
+
+    return unsynced()
+
+
 def _device_and_dtype(config: TrainConfig, device: str | None, d: _Dist):
     import torch
 
@@ -316,21 +366,55 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_model(model, tokenizer, config: TrainConfig, folder: Path) -> None:
-    model.save_pretrained(folder)  # peft: the adapter only; full: the whole model (safetensors)
+def _full_state(model, optimizer, sharded: bool) -> tuple[dict | None, dict | None]:
+    """A sharded model's whole state, gathered onto rank 0's CPU (a collective: every process calls
+    it; the others get empty dicts); (None, None) when unsharded, where rank 0 saves its own copy.
+    optimizer None: the model's only."""
+    if not sharded:
+        return None, None
+    from torch.distributed.checkpoint import state_dict as dcp
+
+    options = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = dcp.get_model_state_dict(model, options=options)
+    # Gathered copies no longer share storage, so save_pretrained would write a tied weight
+    # (lm_head = embed_tokens) twice; keep the name named_parameters keeps, as it would.
+    kept = {name for name, _ in model.named_parameters()}
+    for name, _ in model.named_parameters(remove_duplicate=False):
+        if name not in kept:
+            model_state.pop(name, None)
+    optimizer_state = dcp.get_optimizer_state_dict(model, optimizer, options=options) if optimizer else None
+    return model_state, optimizer_state
+
+
+def _load_optimizer_state(optimizer, model, path: Path, dev, sharded: bool) -> None:
+    import torch
+
+    state = torch.load(path, map_location="cpu" if sharded else dev, weights_only=True)
+    if not sharded:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def _save_model(model, tokenizer, config: TrainConfig, folder: Path, model_state: dict | None = None) -> None:
+    # peft: the adapter only; full: the whole model (safetensors). model_state: gathered from shards.
+    model.save_pretrained(folder, state_dict=model_state)
     tokenizer.save_pretrained(folder)
     config.save(folder)
 
 
 def _save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, scheduler, config: TrainConfig,
-                     state: dict) -> Path:
+                     state: dict, full_state: tuple[dict | None, dict | None] = (None, None)) -> Path:
     import torch
 
+    model_state, optimizer_state = full_state
     tmp = output_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _save_model(model, tokenizer, config, tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _save_model(model, tokenizer, config, tmp, model_state)
+    torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))  # last: its presence marks a whole folder
@@ -391,6 +475,7 @@ def train(config: TrainConfig, examples: Sequence[Example], output_dir: str | Pa
     if threads:
         torch.set_num_threads(int(threads))
     output_dir = Path(output_dir)
+    _check_launcher(config)
     d = _init_distributed(device)
     if d.main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -413,17 +498,20 @@ def train(config: TrainConfig, examples: Sequence[Example], output_dir: str | Pa
         raise ValueError(f"no trainable example: {_stats_text(stats)}")
     schedule = _Schedule(tokenized, config, pad_id, d.world)
     total = schedule.total_steps
+    sharded = d.world > 1 and config.parallel == "fsdp"
+    if sharded:
+        _shard(model, dev, d.world)
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, total)
     step, history_all = 0, []
     if resume is not None:
         state = json.loads((resume / STATE_FILE).read_text())
         step, history_all = int(state["step"]), state.get("log_history", [])
-        optimizer.load_state_dict(torch.load(resume / "optimizer.pt", map_location=dev, weights_only=True))
+        _load_optimizer_state(optimizer, model, resume / "optimizer.pt", dev, sharded)
         scheduler.load_state_dict(torch.load(resume / "scheduler.pt", weights_only=True))
         _set_rng_state(torch.load(resume / "rng.pt", weights_only=True))
     train_model = model
-    if d.world > 1:
+    if d.world > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -438,9 +526,10 @@ def train(config: TrainConfig, examples: Sequence[Example], output_dir: str | Pa
                 "data": stats.to_dict()}
 
     def save(k: int) -> None:
+        full_state = _full_state(model, optimizer, sharded)
         if d.main:
             result.checkpoints.append(_save_checkpoint(output_dir, k, model, tokenizer, optimizer, scheduler,
-                                                       config, state_dict(k)))
+                                                       config, state_dict(k), full_state))
         if d.world > 1:
             torch.distributed.barrier()
 
@@ -454,15 +543,17 @@ def train(config: TrainConfig, examples: Sequence[Example], output_dir: str | Pa
         step_loss = torch.zeros((), device=dev)
         for j, batch in enumerate(mine):
             sync = j == len(mine) - 1 or d.world == 1
-            with (contextlib.nullcontext() if sync else train_model.no_sync()):
+            with (contextlib.nullcontext() if sync else _no_grad_sync(train_model)):
                 inputs, targets, weights = _tensors(batch, dev)
                 with autocast:
                     logits = train_model(**inputs).logits
                 share = weighted_loss_sum(logits, targets, weights) / denominator
-                # DDP averages gradients over processes; the shares must add up, so scale back.
+                # DDP and FSDP average gradients over processes; the shares must add up, so scale back.
                 (share * d.world).backward()
                 step_loss += share.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a replicated DTensor
+            grad_norm = grad_norm.full_tensor()
         lr = scheduler.get_last_lr()[0]  # the rate this step used (the scheduler then moves on)
         optimizer.step()
         scheduler.step()
@@ -504,11 +595,12 @@ def train(config: TrainConfig, examples: Sequence[Example], output_dir: str | Pa
     if last_saved != step or not (output_dir / f"checkpoint-{step}").is_dir():
         save(step)
     final = output_dir / FINAL_DIR
+    model_state, _ = _full_state(model, None, sharded)
     if d.main:
         tmp = output_dir / f".tmp-{FINAL_DIR}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _save_model(model, tokenizer, config, tmp)
+        _save_model(model, tokenizer, config, tmp, model_state)
         (tmp / "train_result.json").write_text(json.dumps({**result.to_dict(), "model_dir": str(final)}, indent=1))
         _publish(tmp, final)
     if d.world > 1:
