@@ -291,13 +291,18 @@ def file_preview(path: Path, n: int = 5) -> pd.DataFrame:
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^])")
+# Streamlit's markdown links bare URLs ("http://…", "www.…") after escapes are resolved, so a
+# backslash cannot stop it: an invisible word joiner inside "://" and after "www" does.
+_BARE_URL = re.compile(r"(?<=:)(?=//)|(?i:(?<=\bwww)(?=\.))")
+WORD_JOINER = "\u2060"
 
 
 def md_escape(text: Any) -> str:
     """Text that st.error / st.caption / st.markdown show literally: every markdown, directive
-    (`:red[...]`, `:material/x:`), math (`$`) and HTML character is backslash-escaped; newlines
-    become line breaks."""
-    escaped = _MD_SPECIAL.sub(r"\\\1", str(text))
+    (`:red[...]`, `:material/x:`), math (`$`) and HTML character is backslash-escaped, bare URLs
+    are kept from becoming links (a word joiner in "://" and after "www"); newlines become line
+    breaks."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", _BARE_URL.sub(WORD_JOINER, str(text)))
     return escaped.replace("\r\n", "\n").replace("\n", "  \n")
 
 

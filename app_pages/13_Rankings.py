@@ -51,7 +51,9 @@ if found["pages"] > 1:
 st.caption(f"{found['n']} prompts · page {found['page'] + 1} of {found['pages']}")
 
 for i, card in enumerate(found["cards"]):
-    title = ui.clip(card["instruction"], 100)
+    # An expander's label is markdown that links bare URLs and loads images even when escaped: the
+    # prompt's own words go inside (as safe markdown), the label only names it.
+    title = f"prompt {card['instruction_id'][:8]} · {len(card['answers'])} answers"
     with st.expander(("" if card["valid"] else "⚠ invalid · ") + title, expanded=i < 3):
         ui.show_text(card["instruction"] + (f"\n\n{card['input']}" if card["input"] else ""), "Prompt")
         if not card["valid"]:

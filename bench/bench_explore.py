@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import TASKS, p95, report, synthetic_jsonl, timed  # noqa: E402
+from bench.common import TASKS, p95, report, synthetic_jsonl, timed, without_text_index  # noqa: E402
 from core.store import ExploreFilter  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
@@ -24,7 +24,7 @@ from core.workspace import Workspace  # noqa: E402
 def main(rows: int = 1_000_000, repeats: int = 60, cache: Path = Path("bench/out")) -> None:
     data = synthetic_jsonl(cache / f"alpaca_{rows}.jsonl", rows)
     rng = random.Random(1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, without_text_index():
         ws = Workspace(Path(tmp) / "ws")
         ws.import_paths([data], "bench")
         filters = [(rng.choice(TASKS), rng.randint(20, 80)) for _ in range(repeats)]

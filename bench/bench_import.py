@@ -14,14 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import report, synthetic_jsonl  # noqa: E402
+from bench.common import report, synthetic_jsonl, without_text_index  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
 
 def main(rows: int = 1_000_000, cache: Path = Path("bench/out")) -> None:
     data = synthetic_jsonl(cache / f"alpaca_{rows}.jsonl", rows)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, without_text_index():
         baseline_store = Store(Path(tmp) / "baseline.duckdb")
         start = time.perf_counter()
         baseline_store.bench_read_json(data)

@@ -3,6 +3,7 @@ baseline measured in the same run, printed as one JSON line per benchmark."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import statistics
@@ -32,6 +33,19 @@ def synthetic_jsonl(path: Path, rows: int, seed: int = 0) -> Path:
             }
             fh.write(orjson.dumps(record) + b"\n")
     return path
+
+
+@contextlib.contextmanager
+def without_text_index():
+    """Imports build no search index inside: its background build (about 85 s at 1M rows, two
+    threads) would share the CPU with what the benchmark times. bench_search measures it."""
+    from core import text_index
+
+    min_rows, text_index.MIN_ROWS = text_index.MIN_ROWS, 2**62
+    try:
+        yield
+    finally:
+        text_index.MIN_ROWS = min_rows
 
 
 def timed(fn, repeats: int) -> list[float]:

@@ -145,6 +145,7 @@ class Workspace:
             if not files and sum(c.n_valid for c in checks) == 0:
                 raise ingest.ImportRejected("the input holds no valid record or passage; nothing was imported")
             files.extend(ingest.write_checks(self.store, cur, dataset, checks))
+        self.store.refresh_text_index()  # committed: the search index takes the new rows (core/text_index.py)
         return ingest.ImportSummary(dataset=dataset, files=files)
 
     # -- export -------------------------------------------------------------------------------
@@ -312,6 +313,8 @@ class Workspace:
                 continue
             batches = stage.output_batches(jobs.read_shard(path))
             new += self.store.ingest_shard(job_id, path.name, hashlib.sha256(path.read_bytes()).hexdigest(), batches)
+        if new:
+            self.store.refresh_text_index()  # committed: the search index takes the new rows (core/text_index.py)
         counts = self.store.job_ingest_counts(job_id)
         return {"job": job_id, "new_now": new, **counts, **jobs.summary(job_dir)}
 

@@ -39,6 +39,8 @@ from core.store.queue import QueueQueries
 from core.store.ranking import RankingQueries
 from core.store.rounds import RoundQueries
 from core.store.snapshots import SnapshotQueries
+from core.store.text_index import TextIndexQueries
+from core.text_index import stop_background as stop_text_index_background
 
 __all__ = [
     "EXPLORE_FILTERS",
@@ -58,5 +60,9 @@ WorkspaceBusy.__module__ = __name__
 class Store(BaseStore, ImportQueries, ExploreQueries, JudgmentQueries, JobQueries, ModelQueries, ExportQueries,
             BenchQueries, LabelQueries, DifficultyQueries, SnapshotQueries, DocumentQueries, QueueQueries, OverviewQueries,
             EvaluationQueries, RoundQueries, ExpandQueries, FeedbackQueries, RankingQueries, CorpusQueries,
-            BacktranslateQueries, CategoryQueries):
+            BacktranslateQueries, CategoryQueries, TextIndexQueries):
     """One DuckDB connection for this process; a cursor per thread; serialised writes."""
+
+    def close(self) -> None:
+        stop_text_index_background(self)  # a background index catch-up reads through this connection
+        super().close()
