@@ -65,8 +65,8 @@ def generate_job_vs_direct(n: int = 32, max_tokens: int = 32) -> None:
         with load_backend(MODEL) as backend:
             direct = backend.generate(convs, GenerationParams(**params))
         direct_s = time.perf_counter() - start
-        job_id = ws.create_generate_job(ws.model(MODEL).to_dict(), "student", ws_selection(), params=params,
-                                        limit=n, shard_size=16)
+        job_id = ws.create_job("generate", {"model": MODEL, "role": "student", **params}, ws_selection(),
+                               limit=n, shard_size=16)
         start = time.perf_counter()
         jobs.launch(ws.job_dir(job_id))
         info = jobs.wait(ws.job_dir(job_id), poll=0.1)
