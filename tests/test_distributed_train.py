@@ -55,6 +55,14 @@ def assert_same_weights(a_dir, b_dir, atol: float = ATOL) -> None:
     assert diff <= atol, diff
 
 
+def assert_trained(model_dir) -> None:
+    """The model moved away from its base: equal weights of two runs that trained nothing prove nothing."""
+    from core.train.sft import resolve_base
+
+    base, trained = weights_of(resolve_base("tiny-random")), weights_of(model_dir)
+    assert max((trained[k] - base[k]).abs().max().item() for k in trained.keys() & base.keys()) > 1e-4
+
+
 def reference_run(snap, out, **kw):
     """One process, the two processes' micro-batches accumulated: what the sharded run must match."""
     cfg = TrainConfig(**settings(**kw) | {"parallel": "ddp", "grad_accum": 2})
@@ -162,6 +170,7 @@ def test_fsdp_job_under_torchrun_matches_one_process_stops_and_resumes(seeded_wo
     single = reference_run(snap, tmp_path / "single", save_steps=1)
     assert_same_weights(out / "model", single.model_dir)
     assert_same_weights(out / "checkpoint-1", single.output_dir / "checkpoint-1")
+    assert_trained(out / "model")
     assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in single.history], abs=1e-4)
     ws.ingest_finished_jobs()
     assert ws.model_lineage("fsdp")["world_size"] == 2
