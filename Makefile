@@ -65,7 +65,9 @@ $(VLLM_STAMP): pyproject.toml
 # The vllm and openai backends against a real vLLM (offline engine, and `vllm serve` on 127.0.0.1).
 test-vllm: $(VLLM_STAMP)
 	# --noconftest: tests/conftest.py imports the workspace stack (duckdb, pyarrow), absent here.
-	WINNOW_REQUIRE_VLLM=1 $(VLLM_BIN)/python -m pytest -q --noconftest tests/test_vllm.py
+	# The warm job server its jobs started is stopped after (without conftest, nothing else does).
+	WINNOW_REQUIRE_VLLM=1 $(VLLM_BIN)/python -m pytest -q --noconftest tests/test_vllm.py; rc=$$?; \
+	  $(VLLM_BIN)/python -m core.warm stop >/dev/null; exit $$rc
 
 bench-vllm: $(VLLM_STAMP) install
 	$(VLLM_BIN)/python bench/bench_vllm.py

@@ -48,6 +48,26 @@ def without_text_index():
         text_index.MIN_ROWS = min_rows
 
 
+@contextlib.contextmanager
+def job_start(warm_start: bool):
+    """Local jobs launched inside are forked by a ready warm server (core.warm), or started cold."""
+    import os
+
+    from core import warm
+
+    saved = os.environ.get(warm.ENV_SWITCH)
+    os.environ[warm.ENV_SWITCH] = "1" if warm_start else "0"
+    if warm_start:  # the environment core.jobs.launch gives a job
+        assert warm.ensure_server(os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(warm.ENV_SWITCH)
+        else:
+            os.environ[warm.ENV_SWITCH] = saved
+
+
 def timed(fn, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):

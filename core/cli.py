@@ -464,6 +464,29 @@ def cmd_jobs(a) -> int:
     return _run_job(root, a.job, job_dir, a)
 
 
+def cmd_index(a) -> int:
+    info = run_op(resolve_workspace_path(a.workspace), "text_index", {"action": a.action})
+    if a.json:
+        print(json.dumps(info))
+        return 0
+    if not info["available"]:
+        print("no text index: tantivy is not installed (searches scan)")
+        return 0
+    if a.action == "rebuild":
+        print(f"indexed {info['indexed']} rows in {info['seconds']} s")
+    if not info["exists"]:
+        print(f"no text index yet: one is built from {info['min_rows']:,} instructions "
+              f"(this workspace has {info['instructions']:,}); `winnow index rebuild` builds one now")
+    elif info["behind"] is None:
+        print("the text index is not usable (another schema or a broken mark): searches scan; "
+              "`winnow index rebuild` rebuilds it")
+    else:
+        state = "current" if info["behind"] == 0 else f"{info['behind']:,} rows behind (it catches up on its own)"
+        print(f"text index {info['folder']}: {info['instructions']:,} instructions, {info['responses']:,} "
+              f"responses, {state}" + (", building now" if info["building"] else ""))
+    return 0
+
+
 def _option(text: str) -> tuple[str, object]:
     """KEY=VALUE of `models add --option`; the value is read as JSON when it parses (0.7, true), else text."""
     key, sep, value = text.partition("=")
@@ -713,6 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", nargs="?", help="job id")
     _engine_args(p)
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("index", parents=[common], help="the text search index: status, or rebuild it")
+    p.add_argument("action", choices=("status", "rebuild"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("app", parents=[common], help="start the web app")
     p.add_argument("--host", default="127.0.0.1")

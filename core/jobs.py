@@ -36,6 +36,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -90,7 +91,9 @@ def _now() -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    # The temporary name is the writer's own: a launcher and the job it forked (core.warm) may
+    # write the pid file at the same moment, and a shared name would lose one rename.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -194,10 +197,12 @@ def create(job_dir: Path, kind: str, rows: pa.Table, config: dict, shard_size: i
     return job_dir
 
 
-def launch(job_dir: Path, extra_env: dict | None = None, nproc: int = 1, engine: str = "local") -> subprocess.Popen:
+def launch(job_dir: Path, extra_env: dict | None = None, nproc: int = 1, engine: str = "local"):
     """Start (or resume) the job in its own process and session, detached from the caller.
     nproc > 1 (a runner job only): N processes on this machine under torchrun. engine="ray" (a map
-    job only): its shards run on a Ray cluster (core.ray_jobs; options in extra_env, e.g. RAY_ADDRESS)."""
+    job only): its shards run on a Ray cluster (core.ray_jobs; options in extra_env, e.g. RAY_ADDRESS).
+    A local one-process job is forked by the warm server when one is ready (core.warm), else it
+    starts cold; either way the handle has Popen's pid, poll, wait and send_signal."""
     runners = {"local": "core.jobs", "ray": "core.ray_jobs"}
     if engine not in runners:
         raise ValueError(f"engine must be one of {', '.join(runners)}, not {engine!r}")
@@ -211,6 +216,13 @@ def launch(job_dir: Path, extra_env: dict | None = None, nproc: int = 1, engine:
         (job_dir / marker).unlink(missing_ok=True)
     repo = Path(__file__).resolve().parent.parent
     env = os.environ | {"PYTHONPATH": str(repo)} | (extra_env or {})
+    if engine == "local" and nproc == 1:  # forked from a process that has torch imported already
+        from core import warm
+
+        proc = warm.spawn(job_dir, env)
+        if proc is not None:
+            write_json(job_dir / PID, {"pid": proc.pid, "started": _now()})
+            return proc
     command = [sys.executable, "-m", runners[engine], "run", str(job_dir)]
     if nproc > 1:  # --standalone: a rendezvous on a free local port, so two jobs never collide
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),

@@ -257,6 +257,21 @@ def _context_check(ws, args: dict) -> dict:
     return out
 
 
+def _text_index(ws, args: dict) -> dict:
+    """The search index: its status, or a rebuild from the catalog (core.text_index)."""
+    from core import text_index
+
+    action = args.get("action", "status")
+    if action not in ("status", "rebuild"):
+        raise ValueError(f"action must be status or rebuild, not {action!r}")
+    out = {}
+    if action == "rebuild":
+        started = time.time()
+        out["indexed"] = text_index.rebuild(ws.store)
+        out["seconds"] = round(time.time() - started, 2)
+    return out | text_index.status(ws.store)
+
+
 OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "import": _import, "export": _export, "stats": _stats, "create_job": _create_job,
     "judge_summary": _judge_summary, "judges": _judges,
@@ -267,7 +282,7 @@ OPERATIONS: dict[str, Callable[[Any, dict], dict]] = {
     "curate_explain": _curate_explain, "curate_diff": _curate_diff, "curate_export": _curate_export,
     "round_start": _round_start, "round_status": _round_status, "round_compare": _round_compare,
     "binarise": _binarise, "rank": _rank, "categories_assign": _categories_assign,
-    "context_check": _context_check,
+    "context_check": _context_check, "text_index": _text_index,
 }
 
 

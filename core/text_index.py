@@ -341,6 +341,30 @@ def update(store, threads: int = 1, min_rows: int | None = None) -> int | None:
                 return None
 
 
+def status(store) -> dict:
+    """What `winnow index status` prints: whether there is an index, how far behind it is."""
+    folder = store.text_index_folder
+    now = store.text_high_water()
+    return {"folder": str(folder), "available": HAVE_TANTIVY, "exists": (folder / META).exists(),
+            "behind": behind(store, now), "instructions": now.instructions, "responses": now.responses,
+            "min_rows": MIN_ROWS, "building": _background_running(store)}
+
+
+def rebuild(store, threads: int = 2) -> int | None:
+    """Drop the index and build it again from the catalog, however small (`winnow index
+    rebuild`, e.g. after copying a workspace without its index folder, or to index one under
+    MIN_ROWS). Returns the rows indexed; None without tantivy or on a read-only store."""
+    if not HAVE_TANTIVY or store.read_only:
+        return None
+    stop_background(store)  # one writer: a catch-up running now would race the reset
+    with _lock_for(store.text_index_folder):
+        index = open_index(store.text_index_folder)
+        if index is None:
+            return None
+        index.reset()
+    return update(store, threads=threads, min_rows=0)
+
+
 def _catch_up(store, index: TextIndex, now: HighWater, threads: int) -> int:
     stop = _stop_event(store)
     mark = index.high_water

@@ -32,6 +32,46 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+# -- the order of files: the longest first -----------------------------------------------------
+# `make test` hands whole files to two xdist workers in collection order. A long file handed out
+# last keeps one worker busy while the other idles, so files are sorted by their duration in the
+# last run (pytest's cache), else in a recorded run (tests/file_seconds.json, for a fresh clone),
+# else by their count of slow tests; ties keep the alphabetical order.
+FILE_SECONDS_KEY = "winnow/file_seconds"
+RECORDED_SECONDS = Path(__file__).with_name("file_seconds.json")
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    cache = getattr(config, "cache", None)
+    known = json.loads(RECORDED_SECONDS.read_text()) if RECORDED_SECONDS.exists() else {}
+    known |= cache.get(FILE_SECONDS_KEY, {}) if cache else {}
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.location[0]] = slow.get(item.location[0], 0) + bool(item.get_closest_marker("slow"))
+    weight = {f: known.get(f, 60.0 * n) for f, n in slow.items()}
+    order = {f: i for i, f in enumerate(dict.fromkeys(item.location[0] for item in items))}
+    items.sort(key=lambda item: (-weight[item.location[0]], order[item.location[0]]))
+
+
+def pytest_runtest_logreport(report):
+    _file_seconds[report.location[0]] = _file_seconds.get(report.location[0], 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the warm job servers the suite's launches started (core.warm), rather than leave them
+    idling for 15 minutes; only in the controller, never in an xdist worker while others run.
+    The controller also keeps each file's duration for the next run's order."""
+    if not hasattr(session.config, "workerinput"):
+        from core import warm
+
+        warm.stop_all()
+        cache = getattr(session.config, "cache", None)
+        if cache and _file_seconds:
+            known = cache.get(FILE_SECONDS_KEY, {})
+            cache.set(FILE_SECONDS_KEY, known | {f: round(s, 1) for f, s in _file_seconds.items()})
+
+
 @pytest.fixture
 def workspace(tmp_path) -> Workspace:
     ws = Workspace(tmp_path / "ws")

@@ -182,7 +182,8 @@ def test_a_ray_job_killed_partway_resumes_by_the_local_runner_losing_and_duplica
 
     ws = Workspace(tmp_path / "ws")
     try:
-        rows = [{"instruction": f"Write a short note number {i} about tea."} for i in range(12)]
+        # 12 shards: Ray hands results back in bursts, and a quiet machine finished 6 before the kill.
+        rows = [{"instruction": f"Write a short note number {i} about tea."} for i in range(24)]
         ws.import_paths([write_jsonl(tmp_path / "prompts.jsonl", rows)], "prompts")
         params = {"model": ws.model("tiny-random").to_dict(), "role": "student", "max_tokens": 8, "seed": 7}
         job_id = ws.create_job("generate", params, shard_size=2)
@@ -195,13 +196,13 @@ def test_a_ray_job_killed_partway_resumes_by_the_local_runner_losing_and_duplica
         time.sleep(0.5)
         killed_at = len(jobs.finished_shards(job_dir))
         assert jobs.status(job_dir) == "stopped", (job_dir / jobs.LOG).read_text()
-        assert 2 <= killed_at < 6, "the kill should land mid-run"
+        assert 2 <= killed_at < 12, "the kill should land mid-run"
         assert ws.ingest_job(job_id)["shards"] == killed_at  # the owner ingests while the job is down
 
         assert jobs.run(job_dir) == 0, (job_dir / jobs.LOG).read_text()
         assert not list((job_dir / jobs.SHARDS).glob("*.tmp")), "no half-written shard is left"
         ids = [i for rows in shard_tables(job_dir).values() for i in (r["instruction_id"] for r in rows)]
-        assert len(ids) == len(set(ids)) == 12, "every instruction answered exactly once across both runners"
+        assert len(ids) == len(set(ids)) == 24, "every instruction answered exactly once across both runners"
         # The same answers as one local run (seeded sampling): ids and texts equal; log-probs agree
         # to float32 noise (an actor's torch runs on 1 thread, the local runner's on 2).
         whole = ws.job_dir(ws.create_job("generate", params, shard_size=2))
@@ -211,8 +212,8 @@ def test_a_ray_job_killed_partway_resumes_by_the_local_runner_losing_and_duplica
         assert all(json.loads(m["meta"])["mean_logprob"] == pytest.approx(json.loads(n["meta"])["mean_logprob"], rel=1e-5)
                    for m, n in zip(mixed, local, strict=True))
         final = ws.ingest_job(job_id)
-        assert final["shards"] == 6
-        assert ws.explore_count(ExploreFilter(roles=["student"])) == 12 == ws.stats()["responses"]
+        assert final["shards"] == 12
+        assert ws.explore_count(ExploreFilter(roles=["student"])) == 24 == ws.stats()["responses"]
         # Ray ended the killed driver's actors: the cluster's CPUs are free again.
         deadline = time.time() + 30
         while ray.available_resources().get("CPU", 0) < WORKERS and time.time() < deadline:

@@ -250,3 +250,38 @@ def test_closing_the_workspace_stops_a_background_build_first_and_the_next_updat
         assert found is not None  # answered by the index, and it holds the last row
         assert again.explore_count(ExploreFilter(search="number 2999 ")) == 1
     text_index.forget(tmp_path / "ws" / "index" / "text")
+
+
+def test_winnow_index_status_and_rebuild_from_the_command_line(tmp_path):
+    """A small workspace has no index (MIN_ROWS as shipped); `winnow index rebuild` builds one
+    anyway, a deleted index folder is rebuilt, and the index then answers with the scan's ids."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = tmp_path / "ws"
+    with Workspace(root) as ws:
+        ws.import_paths([write_jsonl(tmp_path / "tricky.jsonl", TRICKY)], "tricky")
+        folder = ws.store.text_index_folder
+
+    def winnow(*args):
+        done = subprocess.run([sys.executable, "-m", "core.cli", *args, "--workspace", str(root)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    before = json.loads(winnow("index", "status", "--json"))
+    assert before["exists"] is False and before["instructions"] == len(TRICKY) and before["min_rows"] == 20_000
+    assert "winnow index rebuild" in winnow("index", "status")
+    built = json.loads(winnow("index", "rebuild", "--json"))
+    assert built["indexed"] == 2 * len(TRICKY) and built["exists"] and built["behind"] == 0
+    shutil.rmtree(folder)  # a workspace copied without its derived index
+    assert f"indexed {2 * len(TRICKY)} rows" in winnow("index", "rebuild")
+    assert "current" in winnow("index", "status")
+    with Workspace(root) as ws:
+        assert ws.store.text_search_rows("snake_case", False) is not None  # the index answers
+        (found,) = matched_ids(ws, "snake_case", False)
+        assert ws.sample(found)["instruction"]["text"] == TRICKY[0]["instruction"]
+    text_index.forget(folder)

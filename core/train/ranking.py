@@ -451,14 +451,7 @@ def train_ranking(config: TrainConfig, groups: Sequence[RankingGroup], output_di
         return result
     if last_saved != step or not (output_dir / f"checkpoint-{step}").is_dir():
         save(step)
-    final = output_dir / sft.FINAL_DIR
-    tmp = output_dir / f".tmp-{sft.FINAL_DIR}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    _save(tmp, model, tokenizer, config, params)
-    (tmp / "train_result.json").write_text(json.dumps({**result.to_dict(), "model_dir": str(final)}, indent=1))
-    sft._publish(tmp, final)
-    result.model_dir = final
+    result.model_dir = sft.publish_final(output_dir, result, lambda tmp: _save(tmp, model, tokenizer, config, params))
     return result
 
 

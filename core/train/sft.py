@@ -118,6 +118,20 @@ def _publish(tmp: Path, final: Path) -> None:
     tmp.rename(final)
 
 
+def publish_final(output_dir: Path, result, write_model: Callable[[Path], None]) -> Path:
+    """The end of a finished run (sft and ranking alike): the model written by write_model into a
+    temporary folder with train_result.json beside it, then renamed to output_dir/final at once,
+    so a reader never sees a half-written final model. Returns that folder."""
+    final = output_dir / FINAL_DIR
+    tmp = output_dir / f".tmp-{FINAL_DIR}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write_model(tmp)
+    (tmp / "train_result.json").write_text(json.dumps({**result.to_dict(), "model_dir": str(final)}, indent=1))
+    _publish(tmp, final)
+    return final
+
+
 MERGED_SUFFIX = ".merged"
 
 
@@ -594,18 +608,12 @@ def train(config: TrainConfig, examples: Sequence[Example], output_dir: str | Pa
         return result
     if last_saved != step or not (output_dir / f"checkpoint-{step}").is_dir():
         save(step)
-    final = output_dir / FINAL_DIR
-    model_state, _ = _full_state(model, None, sharded)
+    model_state, _ = _full_state(model, None, sharded)  # a collective: every rank takes part
     if d.main:
-        tmp = output_dir / f".tmp-{FINAL_DIR}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        _save_model(model, tokenizer, config, tmp, model_state)
-        (tmp / "train_result.json").write_text(json.dumps({**result.to_dict(), "model_dir": str(final)}, indent=1))
-        _publish(tmp, final)
+        publish_final(output_dir, result, lambda tmp: _save_model(model, tokenizer, config, tmp, model_state))
     if d.world > 1:
         torch.distributed.barrier()
-    result.model_dir = final
+    result.model_dir = output_dir / FINAL_DIR
     return result
 
 
