@@ -11,13 +11,13 @@ them:
 - the Explore page itself is rerun, and a CLI command is handed to the owner from another process.
 
 Asserted: no raw DuckDB lock error ("Could not set lock") anywhere, every poll answered, and the
-ingest complete and exact. The issue's latency target (p95 ≤ 100 ms during the ingest) is NOT met
-on this 2-core machine, so it is not what is asserted: the bound is BLOCKED_MS, or RATIO times the
-p95 once the ingest is over, whichever is larger. That catches the app being blocked by the ingest
-(a write lock held across it would make polls wait for seconds), not a miss of the target. Every
-figure is printed. Measured: quiet machine (load 2), p95 187 ms during the ingest (p50 61 ms),
-47 ms after it, 19 ms before it; at load 14, 749 ms during against 655 ms after. The ingest shares
-the two cores (and the GIL) with the reader.
+ingest complete and exact. The issue's latency target (p95 ≤ 100 ms during the ingest) is met on a
+quiet machine here (three runs: p95 71, 59 and 67 ms during the ingest, p50 24-33 ms; 3.5 s of
+ingest, 53-57 polls inside it), but it is not what is asserted, as a loaded CI machine can miss it
+without anything being wrong: the bound is BLOCKED_MS, or RATIO times the p95 once the ingest is
+over, whichever is larger. That catches the app being blocked by the ingest (a write lock held
+across it would make polls wait for seconds). Every figure is printed. The ingest shares the two
+cores (and the GIL) with the reader.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ INSTRUCTIONS = 100_000
 ANSWERS_EACH = 10  # 1M answers in all
 SHARD_INSTRUCTIONS = 5_000  # 50k answers a shard: 20 shards, 20 transactions
 POLLS = 100
-POLL_GAP_S = 0.1
+POLL_GAP_S = 0.02  # the ingest of 1M answers takes ~3 s here: polls close enough that >= 30 fall inside it
 PAGE_RERUN_GAP_S = 3.0
-TARGET_P95_MS = 100.0  # the issue's target, printed beside the figures; not met here (see above)
+TARGET_P95_MS = 100.0  # the issue's target, printed beside the figures (met when quiet, see above)
 BLOCKED_MS = 500.0  # a p95 past this on a quiet machine means the ingest blocks the app
 RATIO = 5.0  # on a loaded machine: the query with the ingest beside it against the same query alone
 TASKS = ("math", "reasoning", "code_generation", "open_qa", "summarization")
@@ -138,11 +138,18 @@ def test_the_app_answers_the_explore_query_while_its_owner_ingests_a_1m_row_job(
     poller = ExplorePoller(ws)
 
     polls: list[tuple[float, int]] = []  # (seconds, shards ingested when the poll began)
+    ingest_over: list[float] = []  # when the reader first saw every shard ingested
     errors: list[str] = []
 
     def reader() -> None:
-        for _ in range(POLLS):
+        # At least POLLS polls, and on until the ingest is over: a fast ingest must not leave too
+        # few polls inside it to measure, and a slow one is measured to its end.
+        stop_at = time.time() + 180
+        while len(polls) + len(errors) < POLLS or (
+                int(ws.store.job_ingest_counts(job_id)["shards"]) < n_shards and time.time() < stop_at):
             shards = int(ws.store.job_ingest_counts(job_id)["shards"])
+            if shards == n_shards and not ingest_over:
+                ingest_over.append(time.perf_counter())
             try:
                 polls.append((poller.poll(), shards))
             except Exception as exc:  # noqa: BLE001 - every failure is counted and shown below
@@ -173,7 +180,7 @@ def test_the_app_answers_the_explore_query_while_its_owner_ingests_a_1m_row_job(
     while ws.store.job_ingest_counts(job_id)["shards"] < n_shards:
         assert time.time() < deadline, f"the ingest did not finish ({owner.current})"
         time.sleep(0.1)
-    ingest_s = time.perf_counter() - ingest_began
+    ingest_s = (ingest_over[0] if ingest_over else time.perf_counter()) - ingest_began
 
     # The same queries again with the ingest over: the catalog now holds the 1M answers the page
     # decorates its rows with, so this, not the emptier catalog before, is the fair baseline.
@@ -193,7 +200,7 @@ def test_the_app_answers_the_explore_query_while_its_owner_ingests_a_1m_row_job(
     lock_errors = [e for e in errors if LOCK_ERROR in e]
     assert not lock_errors, lock_errors
     assert not errors, errors  # nor any other failure: every poll answered
-    assert len(polls) == POLLS
+    assert len(polls) >= POLLS
     assert cli.returncode == 0 and LOCK_ERROR not in err, err
     assert json.loads(out)["responses"] >= 0
     assert len(during) >= 30, f"too few polls fell inside the ingest to measure it: {figures}"
