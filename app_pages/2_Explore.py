@@ -83,13 +83,18 @@ def pager(prefix: str, page: int, n_pages: int, page_size: int, n_rows: int, cou
                   args=(f"{prefix}_page", 1))
 
 
-def current_page(prefix: str, signature: str, count: int, page_size: int) -> tuple[int, int]:
-    """The page to show: the first one after a new filter, order or page size; never past the end."""
+def requested_page(prefix: str, signature: str) -> int:
+    """The page asked for: the first one after a new filter, order or page size."""
     if st.session_state.get(f"{prefix}_signature") != signature:
         st.session_state[f"{prefix}_signature"] = signature
         st.session_state[f"{prefix}_page"] = 0
+    return max(int(st.session_state.get(f"{prefix}_page", 0)), 0)
+
+
+def current_page(prefix: str, signature: str, count: int, page_size: int) -> tuple[int, int]:
+    """The page to show: the one asked for (requested_page), never past the end."""
     n_pages = max(1, math.ceil(count / page_size))
-    page = min(max(int(st.session_state.get(f"{prefix}_page", 0)), 0), n_pages - 1)
+    page = min(requested_page(prefix, signature), n_pages - 1)
     st.session_state[f"{prefix}_page"] = page
     return page, n_pages
 
@@ -249,7 +254,10 @@ def instructions_view() -> None:
     signature = hashlib.sha1(repr((selection, order, page_size, judge)).encode()).hexdigest()[:10]
 
     total = ws.explore_count(ExploreFilter())
-    count = ws.explore_count(selection)
+    # The count and the asked-for page at once (explore_view runs them side by side); the page
+    # is read again only when the count shrank under it.
+    asked = requested_page("explore", signature)
+    count, rows = ws.store.explore_view(selection, limit=page_size, offset=asked * page_size, order=order, judge=judge)
     page, n_pages = current_page("explore", signature, count, page_size)
 
     # The count and the pager above the table, the histogram below it: at 1400×900 the table
@@ -270,7 +278,8 @@ def instructions_view() -> None:
             st.page_link(IMPORT_PAGE, label="Import a file", icon=":material/upload_file:")
         st.stop()
 
-    rows = ws.store.explore_page(selection, limit=page_size, offset=page * page_size, order=order, judge=judge)
+    if page != asked:
+        rows = ws.store.explore_page(selection, limit=page_size, offset=page * page_size, order=order, judge=judge)
     ids = rows["id"].tolist()
     with nav:
         pager("explore", page, n_pages, page_size, len(rows), count)

@@ -191,6 +191,10 @@ class Workspace:
     def explore_page(self, selection: ExploreFilter, page: int = 0, page_size: int = 50, order: str = "oldest"):
         return self.store.explore_page(selection, limit=page_size, offset=page * page_size, order=order)
 
+    def explore_view(self, selection: ExploreFilter, page: int = 0, page_size: int = 50, order: str = "oldest"):
+        """(count, page): the selection's count and one page of it, read side by side."""
+        return self.store.explore_view(selection, limit=page_size, offset=page * page_size, order=order)
+
     def length_histogram(self, selection: ExploreFilter, bin_width: int = 100):
         """Instruction lengths of the selection in bins of `bin_width` characters (bin_start, n)."""
         if bin_width < 1:

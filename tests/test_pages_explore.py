@@ -90,6 +90,20 @@ def test_table_shows_review_first_and_a_response_preview(seeded):
     assert preview["Write a Python function that reverses a string."].startswith("def reverse(s):")
 
 
+def test_a_page_past_the_end_shows_the_last_page(seeded):
+    # The page is read beside the count (explore_view), from the page asked for; when the count
+    # shrank under it (here: a page far past the end), the last page is read and shown instead.
+    at = open_page("2_Explore.py")
+    everything = table(at).value["instruction"].tolist()
+    assert 0 < len(everything) < 25  # one page at the smallest page size
+    at.selectbox(key="explore_page_size").set_value(25).run()
+    at.session_state["explore_page"] = 99
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["explore_page"] == 0
+    assert table(at).value["instruction"].tolist() == everything
+
+
 def test_column_chooser_changes_the_columns_and_keeps_review_in_front(seeded):
     at = open_page("2_Explore.py")
     at.multiselect(key="explore_columns").set_value(["task", "instruction", "review"]).run()

@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -426,6 +428,38 @@ def test_explore_orders(explore_ws):
     assert longest == sorted(longest, reverse=True) and longest[0] == 30
     shortest = ws.explore_page(ExploreFilter(), page_size=500, order="shortest")["n_chars"].tolist()
     assert shortest == sorted(shortest) and shortest[0] == 15
+
+
+@pytest.mark.parametrize("selection", [
+    ExploreFilter(), ExploreFilter(tasks=["chat"]), ExploreFilter(min_chars=18, max_chars=25),
+    ExploreFilter(search="sure"), ExploreFilter(datasets=["nope"]),
+], ids=["all", "task", "length", "search", "no-match"])
+@pytest.mark.parametrize(("page", "page_size", "order"), [(0, 50, "oldest"), (1, 3, "newest"), (0, 4, "longest")])
+def test_explore_view_is_the_count_and_the_page(explore_ws, selection, page, page_size, order):
+    # The count runs on the store's side thread: the pair must be what the two calls give alone.
+    ws = explore_ws
+    count, rows = ws.explore_view(selection, page=page, page_size=page_size, order=order)
+    assert count == ws.explore_count(selection)
+    alone = ws.explore_page(selection, page=page, page_size=page_size, order=order)
+    pd.testing.assert_frame_equal(rows, alone)
+    assert len(rows) == max(0, min(page_size, count - page * page_size))
+
+
+def test_explore_view_refuses_a_bad_request_and_close_ends_its_side_thread(tmp_path):
+    ws = _build_explore_ws(tmp_path)
+    with pytest.raises(ValueError, match="page size"):
+        ws.store.explore_view(ExploreFilter(), limit=0)
+    with pytest.raises(ValueError, match="needs a judge"):
+        ws.store.explore_view(ExploreFilter(), order="judge score, high first")
+    before = set(threading.enumerate())
+    count, _ = ws.explore_view(ExploreFilter())
+    assert count > 0
+    side = [t for t in set(threading.enumerate()) - before if t.name.startswith("winnow-store-side")]
+    assert side, "the count did not run on the side thread"
+    ws.close()
+    for thread in side:
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "close() left the side thread running"
 
 
 def _judge(ws, judge_model: str, target_ids: list[str], raws: list[str]) -> None:

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ class BaseStore:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._dataset_names: dict[str, str] = {}
+        self._side: ThreadPoolExecutor | None = None  # side_thread(), made on first use
+        self._side_lock = threading.Lock()
 
     def _connect(self):
         """Open the file (with CONNECT_CONFIG). A write-ahead log DuckDB cannot replay (a crash that left a log of an
@@ -141,7 +144,20 @@ class BaseStore:
             else:
                 cur.execute("COMMIT")
 
+    def side_thread(self) -> ThreadPoolExecutor:
+        """One worker thread for a read that runs beside the caller's (explore_view's count). It
+        reads on a cursor of its own (cursor() is per thread), and DuckDB lets go of the GIL while
+        it executes, so the two queries run at once."""
+        with self._side_lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="winnow-store-side")
+            return self._side
+
     def close(self) -> None:
+        with self._side_lock:
+            side, self._side = self._side, None
+        if side is not None:
+            side.shutdown(wait=True)  # no side read outlives the connection
         self._con.close()
 
     def _rows(self, sql: str, params: list | tuple = ()) -> list[tuple]:
