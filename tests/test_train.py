@@ -193,8 +193,10 @@ def test_weighted_loss_on_tiny_random_and_weight_zero(tiny):
     zero_b = Example(b.messages, 0.0)
     alone, with_zero = loss_and_grad([a]), loss_and_grad([a, zero_b])
     model.zero_grad()
-    assert with_zero[0] == pytest.approx(alone[0], rel=1e-6)
-    assert torch.allclose(with_zero[1], alone[1], atol=1e-7)
+    # A batch of two (padded) and a batch of one may take different float32 kernels: a few ulps
+    # apart, where a weight-0 sample that counted would move the loss by its share of it.
+    assert with_zero[0] == pytest.approx(alone[0], rel=1e-5)
+    assert torch.allclose(with_zero[1], alone[1], atol=1e-6)
     # and the trainer drops a weight-0 sample before it costs any compute
     used, stats = tokenize_examples([a, zero_b], tokenizer, 128)
     assert len(used) == 1 and stats.n_zero_weight == 1
