@@ -124,9 +124,10 @@ def _figure(record: dict) -> tuple[str, str, str]:
     return ratio, target, rest
 
 
-def write_markdown(path, records: list[dict], info: dict, command: str) -> None:
+def write_markdown(path, records: list[dict], info: dict, command: str, notes: dict[str, str] | None = None) -> None:
     """BENCHMARKS.md: one row per figure, its ratio against the baseline measured in the same run,
-    the target where there is one, and the machine."""
+    the target where there is one, and the machine; then `notes` (by benchmark name) on the
+    benchmarks of this run that have one: what a figure means, what stands in a target's way."""
     from datetime import datetime, timezone
 
     lines = ["# Benchmarks", "",
@@ -137,4 +138,8 @@ def write_markdown(path, records: list[dict], info: dict, command: str) -> None:
     for record in records:
         ratio, target, rest = _figure(record)
         lines.append(f"| {record['bench']} | {ratio} | {target} | {rest} |")
+    ran = {record["bench"] for record in records}
+    noted = [(name, text) for name, text in (notes or {}).items() if name in ran or name == "gpu"]
+    if noted:
+        lines += ["", "## Notes", ""] + [f"- **{name}**: {text}" for name, text in noted]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
