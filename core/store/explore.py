@@ -122,24 +122,25 @@ WHERE i.rowid = ANY(?)
 # Per-page decorations, looked up for the page's ids only, in ONE query of three kinds of rows:
 # 'response' (each response of a page instruction), 'chosen' (the chosen response of each of
 # their preference pairs) and 'review' (an instruction's verdict: the instruction_decisions
-# rule, the latest decision on the instruction or on any of its responses). Each part is joined
-# from the page's ids, which DuckDB turns into an index scan of responses_by_instruction (up to
-# dynamic_or_filter_threshold = 50 ids) and a filtered scan of the other two. Counting, the
-# role list and the preview are done in Python over these few rows (explore_decorations): at
-# 1M responses the same aggregates in SQL (DISTINCT and ORDER BY inside aggregates, joins to
-# the chosen ids and verdicts), plus a second query for the verdicts, took twice as long.
-# Bind order: the page's ids, the preview length.
+# rule, the latest decision on the instruction or on any of its responses). The responses are
+# joined from the page's ids, which DuckDB turns into an index scan of responses_by_instruction
+# (up to dynamic_or_filter_threshold ids); the other two filter on the id list itself (`= ANY`),
+# which at 1M rows cut the query from 5.2 to 3.6 ms (p50) against a semi-join per part.
+# Counting, the role list and the preview are done in Python over these few rows
+# (explore_decorations): at 1M responses the same aggregates in SQL (DISTINCT and ORDER BY
+# inside aggregates, joins to the chosen ids and verdicts), plus a second query for the
+# verdicts, took twice as long. Bind: $1 the page's ids, $2 the preview length.
 PAGE_DECORATIONS = """
-WITH page AS (SELECT unnest(?::VARCHAR[]) AS id)
-SELECT 'response' AS kind, r.instruction_id, r.id, r.role, left(r.text, ?) AS preview, r.created_at
+WITH page AS (SELECT unnest($1::VARCHAR[]) AS id)
+SELECT 'response' AS kind, r.instruction_id, r.id, r.role, left(r.text, $2) AS preview, r.created_at
 FROM page JOIN responses r ON r.instruction_id = page.id
 UNION ALL
 SELECT 'chosen', pp.instruction_id, pp.chosen_id, NULL, NULL, NULL
-FROM page JOIN preference_pairs pp ON pp.instruction_id = page.id
+FROM preference_pairs pp WHERE pp.instruction_id = ANY($1)
 UNION ALL
 SELECT 'review', instruction_id, NULL, arg_max(decision, created_at), NULL, NULL
 FROM reviews
-WHERE instruction_id IN (SELECT id FROM page) AND decision IS NOT NULL AND target_kind IN ('instruction', 'response')
+WHERE instruction_id = ANY($1) AND decision IS NOT NULL AND target_kind IN ('instruction', 'response')
 GROUP BY instruction_id
 """
 # One judge's score per instruction of the page: the highest, over its responses, of each
