@@ -342,7 +342,7 @@ class ExploreQueries:
         """The filter's count and one page of it (as explore_page), which the Explore page shows
         together. The count runs on the side thread while this thread reads the page and its
         decorations, so the two cost about the longer of them, not their sum: at 1M rows a count
-        is a scan (~5 ms) and the page with its decorations ~8 ms. The filter (and a text search
+        is a scan (~2 ms here) and the page with its decorations ~6 ms. The filter (and a text search
         through the index) is resolved once, here, for both."""
         _check_page_request(limit, order, judge)
         where, values = self.explore_where(f)
